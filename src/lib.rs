@@ -1,0 +1,14 @@
+//! watch-docker: keeps the containers of a Docker host up to date. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
+pub mod docker;
+pub mod labels;
+pub mod logging;
+pub mod model;
+pub mod policy;
+pub mod registry;
+pub mod state;
