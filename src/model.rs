@@ -86,3 +86,65 @@ pub struct ImageInfo {
     /// Names of the discovered containers using this image.
     pub containers: Vec<String>,
 }
+
+impl Platform {
+    /// Normalises the names engines and registries use for the same platform, so that an image's
+    /// platform can be matched against an index entry (ENGINE-AND-REGISTRY-NOTES.md "Platform selection").
+    pub fn normalised(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
+        let os = os.to_ascii_lowercase();
+        let arch = architecture.to_ascii_lowercase();
+        let mut variant = variant
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_ascii_lowercase());
+        let architecture = match arch.as_str() {
+            "x86_64" | "x86-64" => "amd64".to_string(),
+            "aarch64" => "arm64".to_string(),
+            "armhf" | "armv7l" => {
+                variant.get_or_insert_with(|| "v7".to_string());
+                "arm".to_string()
+            }
+            "armel" => {
+                variant.get_or_insert_with(|| "v6".to_string());
+                "arm".to_string()
+            }
+            "i386" | "i686" => "386".to_string(),
+            _ => arch,
+        };
+        // arm64's only variant is v8: an absent variant means the same thing.
+        if architecture == "arm64" && variant.as_deref() == Some("v8") {
+            variant = None;
+        }
+        // arm without a variant is v7 in practice (what the engine assumes when pulling).
+        if architecture == "arm" && variant.is_none() {
+            variant = Some("v7".to_string());
+        }
+        Platform {
+            os,
+            architecture,
+            variant,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_normalisation() {
+        let p = |os, a, v| Platform::normalised(os, a, v);
+        let want = |a: &str, v: Option<&str>| Platform {
+            os: "linux".into(),
+            architecture: a.into(),
+            variant: v.map(Into::into),
+        };
+        assert_eq!(p("linux", "x86_64", None), want("amd64", None));
+        assert_eq!(p("Linux", "amd64", Some("")), want("amd64", None));
+        assert_eq!(p("linux", "aarch64", Some("v8")), want("arm64", None));
+        assert_eq!(p("linux", "arm64", Some("v8")), want("arm64", None));
+        assert_eq!(p("linux", "armhf", None), want("arm", Some("v7")));
+        assert_eq!(p("linux", "arm", None), want("arm", Some("v7")));
+        assert_eq!(p("linux", "arm", Some("v6")), want("arm", Some("v6")));
+        assert_eq!(p("linux", "i686", None), want("386", None));
+    }
+}

@@ -1,0 +1,239 @@
+//! The one-shot commands (`list`, `config`, `healthcheck`) and the dispatch to the daemon (`serve`).
+//! Each returns the process exit code of SPEC.md §2; errors are printed as one line with their causes.
+
+use crate::cli::Command;
+use crate::config::{self, Config, Loaded};
+use crate::discovery::{self, Discovery};
+use crate::docker::Engine;
+use std::error::Error;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_RUN: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs a command (not help/version, which need no config) and returns its exit code.
+pub fn run(command: &Command, loaded: &Loaded) -> u8 {
+    let cfg = &loaded.config;
+    let result = match command {
+        Command::Serve => crate::daemon::run(loaded.clone()).map(|_| EXIT_OK),
+        Command::List { json } => list(cfg, *json),
+        Command::Config => {
+            if let Some(p) = &loaded.source {
+                eprintln!("# from {}", p.display());
+            }
+            print!("{}", config::render_effective(cfg));
+            Ok(EXIT_OK)
+        }
+        Command::Healthcheck => healthcheck(cfg),
+        Command::Check { .. } | Command::Update { .. } => Err(
+            "this command needs the registry check, which this build does not include yet".into(),
+        ),
+        Command::Help | Command::Version => Ok(EXIT_OK),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("watch-docker: {}", error_chain(e.as_ref()));
+            EXIT_RUN
+        }
+    }
+}
+
+/// `err: cause: cause`, without repeating a cause already in the message.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            let _ = write!(s, ": {c}");
+        }
+        src = cause.source();
+    }
+    s
+}
+
+pub fn engine(cfg: &Config) -> Result<Engine, Box<dyn Error>> {
+    Ok(Engine::new(
+        &cfg.docker.host,
+        cfg.docker.api_version,
+        Duration::from_secs(30),
+    )?)
+}
+
+fn list(cfg: &Config, json: bool) -> Result<u8, Box<dyn Error>> {
+    let engine = engine(cfg)?;
+    let ids: Vec<String> = engine
+        .list_containers(true)?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let self_id = discovery::detect_self(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let d = discovery::discover(&engine, cfg.docker.include_stopped, self_id.as_deref())?;
+    if json {
+        let views: Vec<_> = d
+            .containers
+            .iter()
+            .map(crate::state::ContainerView::unchecked)
+            .collect();
+        let out = serde_json::json!({ "containers": views, "images": d.images });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", list_table(&d));
+    }
+    Ok(EXIT_OK)
+}
+
+fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// The human table of `list`: containers, then images.
+pub fn list_table(d: &Discovery) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "IMAGE".into(),
+        "IMAGE ID".into(),
+        "DIGEST".into(),
+        "COMPOSE".into(),
+    ]];
+    for c in &d.containers {
+        let digest = c
+            .repo_digests
+            .first()
+            .and_then(|d| d.split_once('@'))
+            .map(|(_, d)| short(d).to_string())
+            .unwrap_or_else(|| "-".into());
+        let compose = match (&c.compose_project, &c.compose_service) {
+            (Some(p), Some(s)) => format!("{p}/{s}"),
+            (Some(p), None) => p.clone(),
+            _ => "-".into(),
+        };
+        let name = if c.is_self {
+            format!("{} (self)", c.name)
+        } else {
+            c.name.clone()
+        };
+        rows.push([
+            name,
+            c.state.clone(),
+            c.image.clone(),
+            short(&c.image_id).to_string(),
+            digest,
+            compose,
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push('\n');
+    let mut irows = vec![[
+        "IMAGE ID".to_string(),
+        "TAGS".into(),
+        "SIZE".into(),
+        "USED BY".into(),
+    ]];
+    for i in &d.images {
+        irows.push([
+            short(&i.id).to_string(),
+            if i.repo_tags.is_empty() {
+                "<none>".into()
+            } else {
+                i.repo_tags.join(",")
+            },
+            format!("{:.1}MB", i.size as f64 / 1e6),
+            if i.containers.is_empty() {
+                "-".into()
+            } else {
+                i.containers.join(",")
+            },
+        ]);
+    }
+    out.push_str(&table(&irows));
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The address a local client uses to reach our own API, from `server.addr`.
+pub fn local_api_addr(addr: &str) -> String {
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => ("", addr),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" => "[::1]".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    format!("{host}:{port}")
+}
+
+fn healthcheck(cfg: &Config) -> Result<u8, Box<dyn Error>> {
+    let url = format!("http://{}/healthz", local_api_addr(&cfg.server.addr));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let resp = agent
+        .get(&url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if resp.status() == 200 {
+        Ok(EXIT_OK)
+    } else {
+        Err(format!("GET {url}: answered {}", resp.status()).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_api_addr_for_each_bind_form() {
+        assert_eq!(local_api_addr(":8080"), "127.0.0.1:8080");
+        assert_eq!(local_api_addr("0.0.0.0:9"), "127.0.0.1:9");
+        assert_eq!(local_api_addr("[::]:9"), "[::1]:9");
+        assert_eq!(local_api_addr("127.0.0.2:9"), "127.0.0.2:9");
+        assert_eq!(local_api_addr("[::1]:9"), "[::1]:9");
+        assert_eq!(local_api_addr("localhost:9"), "localhost:9");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&[
+            ["A".to_string(), "BB".into()],
+            ["ccc".to_string(), "d".into()],
+        ]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}
