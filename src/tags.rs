@@ -204,7 +204,11 @@ mod tests {
             ("", "", None),
         ];
         for (tag, version, variant) in cases {
-            assert_eq!(split_variant(tag), (*version, *variant), "split_variant({tag:?})");
+            assert_eq!(
+                split_variant(tag),
+                (*version, *variant),
+                "split_variant({tag:?})"
+            );
         }
     }
 
@@ -228,7 +232,11 @@ mod tests {
         check("1.2.3", "1.10.0", "1.10.0");
         check("latest", "1.0.0 2.0.0 latest", "");
         check("1.2.3", "1.2.3 1.2.2 0.9.9", "");
-        check("1.2.3", "2.0.0 1.2.4 1.10.0 1.3.0", "1.2.4 1.3.0 1.10.0 2.0.0");
+        check(
+            "1.2.3",
+            "2.0.0 1.2.4 1.10.0 1.3.0",
+            "1.2.4 1.3.0 1.10.0 2.0.0",
+        );
         check("1.2.3", "1.2.4 1.2.4", "1.2.4");
     }
 
@@ -250,7 +258,11 @@ mod tests {
     #[test]
     fn newer_excludes_prereleases() {
         check("1.2.3", "1.3.0-rc1 1.3.0-beta.2 1.3.0-alpha 1.3.0", "1.3.0");
-        check("1.2.3-alpine", "1.3.0-rc1-alpine 1.3.0-alpine", "1.3.0-alpine");
+        check(
+            "1.2.3-alpine",
+            "1.3.0-rc1-alpine 1.3.0-alpine",
+            "1.3.0-alpine",
+        );
         check("1.2.3", "2.0.0-RC1 2.0.0-dev", "");
     }
 
@@ -262,7 +274,11 @@ mod tests {
 
     #[test]
     fn newer_ignores_non_versions() {
-        check("1.2.3", "latest main 1.2.x 1.2.3.4 9.9.9.9 sha-abc 1..3", "");
+        check(
+            "1.2.3",
+            "latest main 1.2.x 1.2.3.4 9.9.9.9 sha-abc 1..3",
+            "",
+        );
         check("1.2.3", "99999999999999999999999.0.0", "");
     }
 }
