@@ -31,8 +31,7 @@ pub struct ImageFacts {
     pub has_repo_digest_for_repository: bool,
     /// `RepoDigests` has an entry of any repository.
     pub any_repo_digest: bool,
-    /// The engine uses the containerd image store (`/info` `DriverStatus` `driver-type`
-    /// `io.containerd.snapshotter.v1`).
+    /// The engine uses the containerd image store (as its `/info` reports).
     pub containerd_store: bool,
 }
 
@@ -109,7 +108,9 @@ pub fn check_decision(
     //    containerd image store, RepoDigests come from the content store: an image pulled by digest or
     //    under another name of the same content lists a digest under that other name, not under the
     //    container's repository. Any repo digest there proves the image came from a registry, so it is
-    //    checked rather than called a local build.
+    //    checked rather than called a local build. An image with no RepoDigests at all is still called a
+    //    local build there: we have no evidence of a registry (a caller that has some, such as a
+    //    distribution-source annotation, reports it as `any_repo_digest`).
     if p.skip_local_build
         && !img.has_repo_digest_for_repository
         && !(img.containerd_store && img.any_repo_digest)
