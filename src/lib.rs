@@ -13,3 +13,4 @@ pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod state;
+pub mod tags;
