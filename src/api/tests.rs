@@ -505,3 +505,40 @@ fn a_taken_port_is_an_error_naming_it() {
         Err(ApiError::Options(_))
     ));
 }
+
+#[test]
+fn declared_huge_body_while_the_client_keeps_sending_is_413() {
+    let srv = start(open());
+    let s = connect(srv.addr);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(
+            b"POST /api/scan HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000000\r\n\r\n",
+        );
+        let block = vec![b'x'; 1 << 20];
+        // Until the server closes (bounded, in case it never does).
+        for _ in 0..1024 {
+            if w.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let r = read_response(&mut BufReader::new(s)).expect("a 413");
+    assert_eq!((r.status, r.code()), (413, 41300));
+    writer.join().unwrap();
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn all_interfaces_accepts_ipv4() {
+    let port = free_port();
+    let addrs = bind_addrs(&format!(":{port}")).unwrap();
+    let fake = Arc::new(Fake {
+        snap: Arc::new(crate::state::Snapshot::default()),
+        ready: Ok(()),
+        seen: Mutex::new(Vec::new()),
+    });
+    let _running = serve(&addrs, ApiOptions::default(), fake).unwrap();
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    assert_eq!(get(v4, "/healthz").status, 200, "addrs {addrs:?}");
+}
