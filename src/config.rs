@@ -2,7 +2,7 @@
 //! validated, typed `Config` (SPEC.md §3). Owns parsing and validation of every key; knows nothing of
 //! the engine, registries or the API.
 //!
-//! All three layers write into one tree of text values shaped by [`SCHEMA`] (seeded with the
+//! All three layers write into one tree of text values shaped by `SCHEMA` (seeded with the
 //! defaults), and one conversion turns that tree into `Config`, so a value is validated the same way
 //! whichever layer set it, and every error names the key, the bad value, what is allowed and the
 //! layer it came from (`file ./config.yaml`, `env WATCH_SCAN_INTERVAL`, `flag scan.interval`).
@@ -1575,7 +1575,7 @@ impl<'a> Sec<'a> {
         if path.is_empty() {
             return Ok(None);
         }
-        let content = std::fs::read_to_string(path).map_err(|error| ConfigError::SecretFile {
+        let content = read_small(Path::new(path)).map_err(|error| ConfigError::SecretFile {
             key: format!("{}File", self.key(name)),
             path: PathBuf::from(path),
             error,
@@ -1588,6 +1588,24 @@ impl<'a> Sec<'a> {
             .unwrap_or(&content);
         Ok((!value.is_empty()).then(|| Secret::new(value)))
     }
+}
+
+/// Largest secret file we read: a mistaken `/dev/zero` must not exhaust memory.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+fn read_small(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "larger than 64 KiB, not a secret",
+        ));
+    }
+    Ok(text)
 }
 
 fn convert(tree: &Node) -> Result<Config, ConfigError> {
@@ -2952,6 +2970,12 @@ mod tests {
             "{e}"
         );
         assert!(e.ends_with("[env WATCH_SERVER_TOKENFILE]"), "{e}");
+        // A huge file is refused, without reading it all.
+        let e = err("", &[("WATCH_SERVER_TOKENFILE", "/dev/zero")], &[]);
+        assert!(
+            e.starts_with(r#"server.tokenFile: cannot read "/dev/zero": larger than 64 KiB"#),
+            "{e}"
+        );
         // Empty values mean "not set".
         let c = cfg("server:\n  token: \"\"\n  readTokenFile: \"\"\n", &[], &[]);
         assert_eq!((c.server.token, c.server.read_token), (None, None));
