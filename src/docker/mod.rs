@@ -13,3 +13,6 @@ pub use client::{
     API_MAX, API_MIN,
 };
 pub use model::{ContainerInspect, ContainerSummary, ImageInspect, ImageSummary, Info, Version};
+
+#[cfg(test)]
+mod fake_engine_tests;
