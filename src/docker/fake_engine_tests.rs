@@ -189,7 +189,7 @@ fn serve(
     let _ = closed.send(());
 }
 
-fn read_request(reader: &mut BufReader<UnixStream>) -> Option<Request> {
+fn read_request(reader: &mut BufReader<impl Read>) -> Option<Request> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -222,7 +222,7 @@ fn read_request(reader: &mut BufReader<UnixStream>) -> Option<Request> {
 }
 
 /// A complete response that claims keep-alive, whatever the server then does.
-fn respond(stream: &mut UnixStream, status: &str, headers: &[(&str, &str)], body: &str) {
+fn respond(stream: &mut impl Write, status: &str, headers: &[(&str, &str)], body: &str) {
     let mut out = format!("HTTP/1.1 {status}\r\nConnection: keep-alive\r\n");
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
@@ -565,4 +565,47 @@ fn a_refusing_socket_is_unreachable() {
     assert!(matches!(e, EngineError::Unreachable { .. }), "{e:?}");
     assert!(e.is_transient());
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+#[test]
+fn tcp_hosts_use_plain_http() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let _ = stream.set_read_timeout(Some(DEADLINE));
+        let mut writer = stream.try_clone().expect("clone");
+        let mut reader = BufReader::new(stream);
+        let mut paths = Vec::new();
+        while let Some(request) = read_request(&mut reader) {
+            match request.path.as_str() {
+                "/_ping" => respond(&mut writer, "200 OK", &[("Api-Version", "1.44")], "OK"),
+                "/version" => respond(&mut writer, "200 OK", &[], r#"{"MinAPIVersion":"1.24"}"#),
+                _ => respond(&mut writer, "200 OK", &[], "[]"),
+            }
+            paths.push(request.path);
+        }
+        paths
+    });
+    let engine = Engine::new(&format!("tcp://127.0.0.1:{port}"), None, DEADLINE).expect("engine");
+    assert!(engine.list_images().expect("list images").is_empty());
+    drop(engine);
+    let paths = server.join().expect("server");
+    assert_eq!(paths, ["/_ping", "/version", "/v1.44/images/json"]);
+}
+
+#[test]
+fn a_refused_tcp_port_is_unreachable() {
+    // Bind then release a port, so that nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let e = Engine::new(&host, None, DEADLINE)
+        .expect("engine")
+        .ping()
+        .unwrap_err();
+    assert!(matches!(e, EngineError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains(&host), "{e}");
 }
