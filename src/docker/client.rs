@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::{self, BufReader};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -46,7 +46,10 @@ struct Inner {
     api_cap: Option<(u32, u32)>,
     timeout: Duration,
     /// None until negotiation succeeds; a failed negotiation is retried by the next call.
-    api: Mutex<Option<(u32, u32)>>,
+    api: RwLock<Option<(u32, u32)>>,
+    /// Held while negotiating, so concurrent first calls negotiate once while readers of
+    /// `api` are never kept waiting on I/O.
+    negotiating: Mutex<()>,
 }
 
 impl fmt::Debug for Engine {
@@ -97,7 +100,8 @@ impl Engine {
                 endpoint,
                 api_cap,
                 timeout,
-                api: Mutex::new(None),
+                api: RwLock::new(None),
+                negotiating: Mutex::new(()),
             }),
         })
     }
@@ -109,21 +113,28 @@ impl Engine {
 
     /// The negotiated version, once a call has negotiated it.
     pub fn api_version(&self) -> Option<(u32, u32)> {
-        *self.lock_api()
-    }
-
-    fn lock_api(&self) -> std::sync::MutexGuard<'_, Option<(u32, u32)>> {
-        // The guarded value is a plain Copy value; a panic elsewhere cannot leave it half-written.
-        self.inner.api.lock().unwrap_or_else(|e| e.into_inner())
+        // A plain Copy value: a panic elsewhere cannot leave it half-written, so poison is moot.
+        *self
+            .inner
+            .api
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Negotiates the API version (once; cached): `GET /_ping` gives the engine's maximum
     /// (`Api-Version` header), `GET /version` its minimum. Uses
     /// `min(API_MAX, engine max, api_cap)` and refuses a version the engine would reject.
     pub fn negotiate(&self) -> Result<(u32, u32), EngineError> {
-        // Held across the two requests so concurrent first calls negotiate once.
-        let mut api = self.lock_api();
-        if let Some(v) = *api {
+        if let Some(v) = self.api_version() {
+            return Ok(v);
+        }
+        let _negotiating = self
+            .inner
+            .negotiating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have finished while we waited.
+        if let Some(v) = self.api_version() {
             return Ok(v);
         }
         let op = "negotiate API version";
@@ -143,8 +154,15 @@ impl Engine {
                     detail,
                 }
             })?;
-        log::debug!(host = self.inner.host.as_str(), api = format_api(chosen).as_str(); "engine API version negotiated");
-        *api = Some(chosen);
+        log::debug!(
+            host = self.inner.host.as_str(), api = format_api(chosen).as_str();
+            "engine API version negotiated"
+        );
+        *self
+            .inner
+            .api
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(chosen);
         Ok(chosen)
     }
 
@@ -258,6 +276,7 @@ impl Engine {
             .configure_request(request)
             .timeout_global(None)
             .timeout_connect(Some(self.inner.timeout))
+            .timeout_per_write(Some(self.inner.timeout))
             .timeout_per_read(Some(idle_timeout))
             .build();
         let response = self.run(&op, method, request, idle_timeout)?;
@@ -270,6 +289,7 @@ impl Engine {
             op,
             idle_timeout,
             host: self.inner.host.clone(),
+            unix: self.is_unix(),
             values: serde_json::Deserializer::from_reader(reader).into_iter(),
             finished: false,
         })
@@ -394,20 +414,18 @@ impl Engine {
         })
     }
 
+    fn is_unix(&self) -> bool {
+        matches!(self.inner.endpoint, Endpoint::Unix(_))
+    }
+
     fn transport_error(&self, op: &str, e: ureq::Error, timeout: Duration) -> EngineError {
-        classify(op, &self.inner.host, &self.inner.endpoint, e, timeout)
+        classify(op, &self.inner.host, self.is_unix(), e, timeout)
     }
 }
 
 /// Maps a ureq failure to what the caller needs to decide: engine not there, too slow,
 /// connection broken, or nonsense on the wire.
-fn classify(
-    op: &str,
-    host: &str,
-    endpoint: &Endpoint,
-    e: ureq::Error,
-    timeout: Duration,
-) -> EngineError {
+fn classify(op: &str, host: &str, unix: bool, e: ureq::Error, timeout: Duration) -> EngineError {
     let op = op.to_string();
     match e {
         ureq::Error::Timeout(_) => EngineError::Timeout { op, after: timeout },
@@ -420,7 +438,7 @@ fn classify(
             | io::ErrorKind::NetworkUnreachable => EngineError::Unreachable {
                 op,
                 host: host.to_string(),
-                unix: matches!(endpoint, Endpoint::Unix(_)),
+                unix,
                 source,
             },
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
@@ -602,6 +620,7 @@ type Values = serde_json::StreamDeserializer<
 pub struct JsonStream {
     op: String,
     host: String,
+    unix: bool,
     idle_timeout: Duration,
     values: Values,
     finished: bool,
@@ -634,14 +653,7 @@ impl Iterator for JsonStream {
                 self.finished = true;
                 let error = if e.is_io() {
                     let e = ureq::Error::from(io::Error::from(e));
-                    // Only the socket is involved by now, so the endpoint kind is moot.
-                    classify(
-                        &self.op,
-                        &self.host,
-                        &Endpoint::Tcp(String::new()),
-                        e,
-                        self.idle_timeout,
-                    )
+                    classify(&self.op, &self.host, self.unix, e, self.idle_timeout)
                 } else {
                     EngineError::Protocol {
                         op: self.op.clone(),

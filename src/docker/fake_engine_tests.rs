@@ -45,9 +45,9 @@ struct FakeEngine {
     /// One message each time the server closed a connection.
     closed: Receiver<()>,
     stop: Arc<AtomicBool>,
-    /// The connection being served, so that dropping the fake ends it even while a client
-    /// keeps it open.
-    current: Arc<Mutex<Option<UnixStream>>>,
+    /// Every connection accepted, so that dropping the fake ends them even while a client
+    /// keeps one open.
+    streams: Arc<Mutex<Vec<UnixStream>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -85,22 +85,32 @@ impl FakeEngine {
         let connections = Arc::new(AtomicUsize::new(0));
         let paths = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let current = Arc::new(Mutex::new(None));
+        let streams = Arc::new(Mutex::new(Vec::new()));
         let (closed_tx, closed) = mpsc::channel();
         let thread = {
             let (connections, paths, stop) = (connections.clone(), paths.clone(), stop.clone());
-            let current = current.clone();
+            let streams = streams.clone();
             std::thread::Builder::new()
                 .name("fake-engine".into())
                 .spawn(move || {
+                    let mut served = Vec::new();
                     for stream in listener.incoming() {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
                         let Ok(stream) = stream else { continue };
-                        *current.lock().expect("current") = stream.try_clone().ok();
+                        if let Ok(clone) = stream.try_clone() {
+                            streams.lock().expect("streams").push(clone);
+                        }
                         connections.fetch_add(1, Ordering::SeqCst);
-                        serve(stream, keep_alive, &*handler, &paths, &closed_tx);
+                        let (handler, paths, closed) =
+                            (handler.clone(), paths.clone(), closed_tx.clone());
+                        served.push(std::thread::spawn(move || {
+                            serve(stream, keep_alive, &*handler, &paths, &closed)
+                        }));
+                    }
+                    for thread in served {
+                        let _ = thread.join();
                     }
                 })
                 .expect("spawn fake engine")
@@ -112,7 +122,7 @@ impl FakeEngine {
             paths,
             closed,
             stop,
-            current,
+            streams,
             thread: Some(thread),
         }
     }
@@ -143,7 +153,7 @@ impl FakeEngine {
 impl Drop for FakeEngine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(stream) = self.current.lock().expect("current").take() {
+        for stream in self.streams.lock().expect("streams").drain(..) {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         // Wake the accept loop so it sees the flag.
@@ -608,4 +618,29 @@ fn a_refused_tcp_port_is_unreachable() {
         .unwrap_err();
     assert!(matches!(e, EngineError::Unreachable { .. }), "{e:?}");
     assert!(e.to_string().contains(&host), "{e}");
+}
+
+#[test]
+fn concurrent_first_calls_negotiate_once() {
+    let fake = FakeEngine::start(true, |_, s| json_ok(s, "[]"));
+    let engine = fake.engine();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = engine.clone();
+            std::thread::spawn(move || engine.list_images().map(|l| l.len()))
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().expect("thread").expect("list images"), 0);
+    }
+    let paths = fake.paths();
+    assert_eq!(
+        paths.iter().filter(|p| *p == "/_ping").count(),
+        1,
+        "{paths:?}"
+    );
+    assert_eq!(
+        paths.iter().filter(|p| *p == "/v1.41/images/json").count(),
+        4
+    );
 }
