@@ -17,7 +17,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn run(command: &Command, loaded: &Loaded) -> u8 {
     let cfg = &loaded.config;
     let result = match command {
-        Command::Serve => crate::daemon::run(loaded.clone()).map(|_| EXIT_OK),
+        Command::Serve => crate::daemon::run(loaded.clone())
+            .map(|_| EXIT_OK)
+            .map_err(Into::into),
         Command::List { json } => list(cfg, *json),
         Command::Config => {
             if let Some(p) = &loaded.source {

@@ -116,10 +116,6 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         allow_unauthenticated: cfg.server.allow_unauthenticated,
     };
     let _server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
-    log::info!(
-        component = "daemon", durationMs = started.elapsed().as_millis() as u64;
-        "API listening on {}", addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-    );
 
     let engine = Engine::new(
         &cfg.docker.host,

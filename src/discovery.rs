@@ -103,7 +103,7 @@ fn container_info(
         (None, None) => (vec![], vec![]),
     };
     let platform = inspect
-        .map(|i| Platform::normalised(&i.os, &i.architecture, i.variant.as_deref()))
+        .map(|i| Platform::normalised(&i.os, &i.architecture, Some(i.variant.as_str())))
         .unwrap_or_default();
     let labels: BTreeMap<String, String> = c.config.labels.clone();
     ContainerInfo {
