@@ -593,7 +593,19 @@ mod tests {
             "2025-03-30T03:00:00+02:00",
             "2025-03-31T02:30:00+02:00",
         );
-        // A step job skips the missing hour.
+        next(
+            "0 2 * * *",
+            "Europe/Berlin",
+            "2025-03-30T01:00:00+01:00",
+            "2025-03-30T03:00:00+02:00",
+        );
+        // Wildcard and step jobs skip the missing hour.
+        next(
+            "30 * * * *",
+            "Europe/Berlin",
+            "2025-03-30T01:40:00+01:00",
+            "2025-03-30T03:30:00+02:00",
+        );
         next(
             "*/30 * * * *",
             "Europe/Berlin",
@@ -648,6 +660,25 @@ mod tests {
             "America/New_York",
             "2025-11-02T01:30:00-04:00",
             "2025-11-03T01:30:00-05:00",
+        );
+        // Planned from inside the repeated hour (a restart, a finished run): still not a second run.
+        next(
+            "30 1 * * *",
+            "America/New_York",
+            "2025-11-02T01:45:00-04:00",
+            "2025-11-03T01:30:00-05:00",
+        );
+        next(
+            "30 1 * * *",
+            "America/New_York",
+            "2025-11-02T01:15:00-05:00",
+            "2025-11-03T01:30:00-05:00",
+        );
+        next(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2025-10-26T02:15:00+01:00",
+            "2025-10-27T02:30:00+01:00",
         );
         // A job that does not fall in the repeated hour is unaffected.
         next(
