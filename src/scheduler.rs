@@ -461,7 +461,7 @@ mod tests {
         next("0 0 31 * *", "UTC", "2025-05-31T00:00:00Z", "2025-07-31T00:00:00Z");
         next("0 12 29 2 *", "UTC", "2025-03-01T00:00:00Z", "2028-02-29T12:00:00Z");
         next("0 0 L * *", "UTC", "2024-02-10T00:00:00Z", "2024-02-29T00:00:00Z");
-        // Strictly after: a fire exactly at `now`, or a second before it, is in the past.
+        // Strictly after `now`, whatever its sub-second part.
         next("0 3 * * *", "UTC", "2025-06-01T03:00:00Z", "2025-06-02T03:00:00Z");
         next("0 3 * * *", "UTC", "2025-06-01T03:00:00.5Z", "2025-06-02T03:00:00Z");
         next("0 3 * * *", "UTC", "2025-06-01T02:59:59.9Z", "2025-06-01T03:00:00Z");
