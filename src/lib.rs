@@ -12,5 +12,6 @@ pub mod logging;
 pub mod model;
 pub mod policy;
 pub mod registry;
+pub mod scheduler;
 pub mod state;
 pub mod tags;
