@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the engine is polled for changed containers or images. Cheap: two list calls over the
 /// local socket; the full inspect pass runs only when the lists changed.
@@ -90,7 +90,6 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
-    let started = Instant::now();
     let cfg: Config = loaded.config;
     let state = Arc::new(SharedState::default());
     let shutting_down = Arc::new(AtomicBool::new(false));
