@@ -1,1 +1,8 @@
-//! Registry client.
+//! Registry side of update detection (SPEC.md §5): reference normalisation, `WWW-Authenticate`
+//! challenges, credentials (config, docker `config.json`, credential helpers), and the HTTP client that
+//! asks a registry for a tag's digest, confirms per-platform changes and lists tags.
+//! Only this module talks to registries; it knows nothing of containers, policy or the engine.
+
+pub mod reference;
+
+pub use reference::{digest_for_repository, Reference, ReferenceError, ReferenceProblem};
