@@ -3,6 +3,8 @@
 //! asks a registry for a tag's digest, confirms per-platform changes and lists tags.
 //! Only this module talks to registries; it knows nothing of containers, policy or the engine.
 
+pub mod challenge;
 pub mod reference;
 
+pub use challenge::{Challenge, ChallengeError};
 pub use reference::{digest_for_repository, Reference, ReferenceError, ReferenceProblem};
