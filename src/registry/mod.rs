@@ -4,7 +4,9 @@
 //! Only this module talks to registries; it knows nothing of containers, policy or the engine.
 
 pub mod challenge;
+pub mod credentials;
 pub mod reference;
 
 pub use challenge::{Challenge, ChallengeError};
+pub use credentials::{Credential, CredentialError, CredentialStore, LookupEnv};
 pub use reference::{digest_for_repository, Reference, ReferenceError, ReferenceProblem};
