@@ -5,6 +5,7 @@
 
 pub mod challenge;
 pub mod credentials;
+pub mod platform;
 pub mod reference;
 
 pub use challenge::{Challenge, ChallengeError};
