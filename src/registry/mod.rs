@@ -7,6 +7,7 @@ pub mod challenge;
 pub mod credentials;
 pub mod platform;
 pub mod reference;
+pub mod token;
 
 pub use challenge::{Challenge, ChallengeError};
 pub use credentials::{Credential, CredentialError, CredentialStore, LookupEnv};
