@@ -29,6 +29,8 @@ const TAGS_PAGE: usize = 1000;
 const MAX_PAUSE: Duration = Duration::from_secs(6 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a credential lookup is reused (helpers may hand out short-lived secrets).
+const CREDENTIAL_TTL: Duration = Duration::from_secs(300);
 
 /// The digest a registry gives for a reference's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +355,9 @@ struct Request<'a> {
 pub struct RegistryClient {
     agent: ureq::Agent,
     credentials: CredentialStore,
+    /// Lookups per registry, kept a while: a Basic registry needs them on every request, and a
+    /// lookup may read config.json or run a helper program.
+    credential_cache: Mutex<HashMap<String, (Instant, Option<Credential>)>>,
     insecure: Vec<InsecureRule>,
     max_retries: u32,
     backoff: Duration,
@@ -420,6 +425,7 @@ impl RegistryClient {
         Ok(RegistryClient {
             agent: builder.build().new_agent(),
             credentials,
+            credential_cache: Mutex::default(),
             insecure,
             max_retries: cfg.max_retries,
             backoff: DEFAULT_BACKOFF,
@@ -536,11 +542,7 @@ impl RegistryClient {
         match self.known_access(r.api_host()) {
             None | Some(Access::Open) => Ok(None),
             Some(Access::Challenged(Challenge::Basic { .. })) => {
-                match self
-                    .credentials
-                    .lookup(&r.registry)
-                    .map_err(ErrorKind::Credentials)?
-                {
+                match self.credential(&r.registry)? {
                     Some(Credential::Basic { username, password }) => {
                         Ok(Some(basic_auth(&username, &password)))
                     }
@@ -566,6 +568,22 @@ impl RegistryClient {
         }
     }
 
+    /// The credential for `registry`, from the cache or the store.
+    fn credential(&self, registry: &str) -> Result<Option<Credential>, ErrorKind> {
+        let now = Instant::now();
+        if let Some((at, c)) = lock(&self.credential_cache).get(registry) {
+            if now.duration_since(*at) < CREDENTIAL_TTL {
+                return Ok(c.clone());
+            }
+        }
+        let c = self
+            .credentials
+            .lookup(registry)
+            .map_err(ErrorKind::Credentials)?;
+        lock(&self.credential_cache).insert(registry.to_string(), (now, c.clone()));
+        Ok(c)
+    }
+
     /// Asks the realm for a token covering `scopes`, with the registry's credentials when it is safe
     /// to send them there (same host as the registry, or HTTPS).
     fn fetch_token(
@@ -583,9 +601,7 @@ impl RegistryClient {
             })?;
         let trusted = realm_scheme == "https" || realm_host.eq_ignore_ascii_case(api_host);
         let credential = if trusted {
-            self.credentials
-                .lookup(registry)
-                .map_err(ErrorKind::Credentials)?
+            self.credential(registry)?
         } else {
             None
         };
@@ -678,10 +694,17 @@ impl RegistryClient {
                 return Ok(answer);
             }
             let c = challenge_of(&answer)?;
-            let basic_without_change = matches!(c, Challenge::Basic { .. }) && auth.is_some();
+            let basic = matches!(c, Challenge::Basic { .. });
             lock(&self.access).insert(r.api_host().to_string(), Access::Challenged(c));
-            if basic_without_change {
-                return Ok(answer); // the credentials we have were refused; asking again is useless
+            // Basic: credentials we sent were refused, or we have none; asking again is useless.
+            if basic
+                && (auth.is_some()
+                    || !matches!(
+                        self.credential(&r.registry)?,
+                        Some(Credential::Basic { .. })
+                    ))
+            {
+                return Ok(answer);
             }
             fresh = true;
         }

@@ -258,10 +258,27 @@ fn bearer_registry(
     token_field: &'static str,
     needs_basic: Option<&'static str>,
 ) -> Server {
+    bearer_registry_at(
+        "127.0.0.1",
+        refuse_batch,
+        withhold,
+        token_field,
+        needs_basic,
+    )
+}
+
+/// As `bearer_registry`, with the realm on `realm_host` (same server, another name).
+fn bearer_registry_at(
+    realm_host: &'static str,
+    refuse_batch: bool,
+    withhold: Option<&'static str>,
+    token_field: &'static str,
+    needs_basic: Option<&'static str>,
+) -> Server {
     let port = Arc::new(Mutex::new(0u16));
     let port2 = port.clone();
     let s = Server::start(move |req| {
-        let realm = format!("http://127.0.0.1:{}/token", port2.lock().unwrap());
+        let realm = format!("http://{realm_host}:{}/token", port2.lock().unwrap());
         let challenge = format!(r#"Bearer realm="{realm}",service="wd test""#);
         let unauthorized = || reply(401, &[("www-authenticate", challenge.as_str())], "");
         if req.path() == "/token" {
@@ -388,6 +405,10 @@ fn one_batch_token_serves_every_repository_and_is_reused() {
 
     // Every manifest request asks for all four manifest types.
     let head = s.seen().into_iter().find(|r| r.method == "HEAD").unwrap();
+    assert_eq!(
+        head.headers.iter().filter(|(k, _)| k == "accept").count(),
+        1
+    );
     let accept = head.header("accept").unwrap();
     for t in [
         platform::OCI_INDEX,
@@ -482,6 +503,15 @@ fn access_token_with_basic_credentials_to_the_realm() {
 }
 
 #[test]
+fn credentials_are_not_sent_to_a_plain_http_realm_on_another_host() {
+    let s = bearer_registry_at("localhost", false, None, "token", None);
+    let c = client_with_login(&s.host(), "user", "pass");
+    c.head_digest(&s.reference("a")).unwrap();
+    let token_req = s.seen().into_iter().find(is_token).unwrap();
+    assert_eq!(token_req.header("authorization"), None);
+}
+
+#[test]
 fn identity_token_uses_the_refresh_token_grant() {
     let s = bearer_registry(false, None, "access_token", None);
     let dir = std::env::temp_dir().join(format!("wdtest-idt-{}", std::process::id()));
@@ -530,9 +560,18 @@ fn basic_challenge_sends_credentials_directly() {
     c.head_digest(&r).unwrap();
     assert_eq!(s.seen().len(), 3);
 
+    let before = s.seen().len();
     let wrong = client_with_login(&s.host(), "u", "wrong");
     let e = wrong.head_digest(&r).unwrap_err();
     assert_eq!(e.status(), Some(401));
+    // HEAD → 401, HEAD with the refused credentials → 401; then one request per check.
+    assert_eq!(s.seen().len(), before + 2);
+    let anonymous = client();
+    let e = anonymous.head_digest(&r).unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    assert_eq!(s.seen().len(), before + 3);
+    anonymous.head_digest(&r).unwrap_err();
+    assert_eq!(s.seen().len(), before + 4);
 }
 
 #[test]
