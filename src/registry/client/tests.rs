@@ -980,5 +980,23 @@ fn ca_file_is_read_or_refused_clearly() {
         e.to_string().starts_with("configure registry.caFile: read"),
         "{e}"
     );
+
+    // A real PEM certificate (one of the public roots, re-encoded) is accepted.
+    let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    let good = dir.join("ca.pem");
+    std::fs::write(&good, pem).unwrap();
+    cfg.ca_file = Some(good);
+    let result = RegistryClient::new(&cfg, vec![], 1);
     let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
 }
