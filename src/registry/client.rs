@@ -672,6 +672,7 @@ impl RegistryClient {
         r: &Reference,
         method: Method,
         path: &str,
+        accept: &str,
         limit: u64,
     ) -> Result<Answer, ErrorKind> {
         let scope = token::pull_scope(&r.repository);
@@ -684,7 +685,7 @@ impl RegistryClient {
                 &Request {
                     method,
                     url: &url,
-                    accept: Some(MANIFEST_ACCEPT),
+                    accept: Some(accept),
                     authorization: auth.as_ref(),
                     form: &[],
                     limit,
@@ -719,7 +720,7 @@ impl RegistryClient {
 
     fn head_digest_inner(&self, r: &Reference) -> Result<RemoteDigest, ErrorKind> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref());
-        let a = self.authorized(r, Method::Head, &path, 0)?;
+        let a = self.authorized(r, Method::Head, &path, MANIFEST_ACCEPT, 0)?;
         match a.status {
             200 => {
                 if let Some(d) = a
@@ -736,7 +737,7 @@ impl RegistryClient {
             405 | 501 => {}
             _ => return Err(self.status_error(&r.registry, &a)),
         }
-        let a = self.authorized(r, Method::Get, &path, MANIFEST_MAX)?;
+        let a = self.authorized(r, Method::Get, &path, MANIFEST_ACCEPT, MANIFEST_MAX)?;
         if a.status != 200 {
             return Err(self.status_error(&r.registry, &a));
         }
@@ -811,7 +812,7 @@ impl RegistryClient {
     /// GET a manifest by digest and check that the body has that digest.
     fn manifest_by_digest(&self, r: &Reference, digest: &str) -> Result<Manifest, ErrorKind> {
         let path = format!("/v2/{}/manifests/{digest}", r.repository);
-        let a = self.authorized(r, Method::Get, &path, MANIFEST_MAX)?;
+        let a = self.authorized(r, Method::Get, &path, MANIFEST_ACCEPT, MANIFEST_MAX)?;
         if a.status != 200 {
             return Err(self.status_error(&r.registry, &a));
         }
@@ -854,7 +855,7 @@ impl RegistryClient {
         let mut path = format!("/v2/{}/tags/list?n={TAGS_PAGE}", r.repository);
         let mut tags = Vec::new();
         for _ in 0..max_pages {
-            let a = self.authorized(r, Method::Get, &path, TAGS_PAGE_MAX)?;
+            let a = self.authorized(r, Method::Get, &path, "application/json", TAGS_PAGE_MAX)?;
             if a.status != 200 {
                 return Err(self.status_error(&r.registry, &a));
             }
