@@ -363,7 +363,7 @@ pub struct RegistryClient {
     backoff: Duration,
     access: Mutex<HashMap<String, Access>>,
     tokens: Mutex<TokenCache>,
-    verdicts: Mutex<HashMap<(String, String), bool>>,
+    verdicts: Mutex<HashMap<(String, String, String), bool>>,
     registries: Mutex<BTreeMap<String, RegistryState>>,
 }
 
@@ -766,7 +766,18 @@ impl RegistryClient {
         platform: &Platform,
         local_image_id: &str,
     ) -> Result<bool, RegistryError> {
-        let key = (local_image_id.to_string(), remote_digest.to_string());
+        // The platform is in the key too: a local image id implies one, but a caller mixing them up
+        // must not get another platform's verdict.
+        let key = (
+            local_image_id.to_string(),
+            remote_digest.to_string(),
+            format!(
+                "{}/{}/{}",
+                platform.os,
+                platform.architecture,
+                platform.variant.as_deref().unwrap_or("")
+            ),
+        );
         if let Some(v) = lock(&self.verdicts).get(&key) {
             return Ok(*v);
         }
@@ -916,7 +927,11 @@ impl RegistryClient {
     fn status_error(&self, registry: &str, a: &Answer) -> ErrorKind {
         ErrorKind::Status {
             status: a.status,
-            detail: error_detail(&a.body),
+            detail: error_detail(&a.body).or_else(|| {
+                (a.status == 401).then(|| {
+                    format!("authentication failed; check the credentials for {registry} in registry.auth or docker config.json")
+                })
+            }),
             retry_after: (a.status == 429)
                 .then(|| retry_after(a, jiff::Timestamp::now()))
                 .flatten(),
