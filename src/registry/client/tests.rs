@@ -934,6 +934,32 @@ fn pure_helpers() {
 }
 
 #[test]
+fn retry_after_in_seconds_or_as_a_date() {
+    let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+    let answer = |v: &str| {
+        let mut headers = ureq::http::HeaderMap::new();
+        headers.insert("retry-after", v.parse().unwrap());
+        Answer {
+            status: 429,
+            headers,
+            body: vec![],
+        }
+    };
+    for (value, want) in [
+        ("120", Some(120)),
+        ("Sun, 01 Jun 2025 12:01:30 GMT", Some(90)),
+        ("Sun, 01 Jun 2025 11:00:00 GMT", Some(0)),
+        ("soon", None),
+    ] {
+        assert_eq!(
+            retry_after(&answer(value), now),
+            want.map(Duration::from_secs),
+            "{value}"
+        );
+    }
+}
+
+#[test]
 fn insecure_hosts_use_plain_http() {
     let cfg = RegistryConfig {
         insecure: vec!["myreg:5000".into(), "10.1.0.0/16".into()],
