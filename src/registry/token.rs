@@ -78,7 +78,8 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// A live token for `scope` (None scope: any live token of that realm and service).
+    /// A live token for `scope` (None scope: any live token of that realm and service). The newest
+    /// wins: after a batch token was refused for one repository, that repository's own token is used.
     pub fn find(
         &self,
         realm: &str,
@@ -88,6 +89,7 @@ impl TokenCache {
     ) -> Option<Secret> {
         self.entries
             .iter()
+            .rev()
             .filter(|e| e.realm == realm && e.service.as_deref() == service && e.expires > now)
             .find(|e| scope.is_none_or(|s| e.scopes.contains(s)))
             .map(|e| e.token.clone())
@@ -261,6 +263,17 @@ mod tests {
             c.find("r", Some("s"), Some("c"), t0)
                 .map(|t| t.expose().to_string()),
             Some("c".into())
+        );
+        c.insert("r", Some("s"), set(&["a"]), answer("a-alone", 10), t0);
+        assert_eq!(
+            c.find("r", Some("s"), Some("a"), t0)
+                .map(|t| t.expose().to_string()),
+            Some("a-alone".into())
+        );
+        assert_eq!(
+            c.find("r", Some("s"), Some("b"), t0)
+                .map(|t| t.expose().to_string()),
+            Some("ab".into())
         );
         c.forget("r", Some("s"), "a");
         assert!(c.find("r", Some("s"), Some("b"), t0).is_none());
