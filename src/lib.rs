@@ -12,6 +12,7 @@ pub mod logging;
 pub mod model;
 pub mod policy;
 pub mod registry;
+pub mod scanner;
 pub mod scheduler;
 pub mod state;
 pub mod tags;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// An image platform, normalised (`x86_64` → `amd64`, arm64 variant `v8` → none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
