@@ -14,3 +14,4 @@ pub mod policy;
 pub mod registry;
 pub mod state;
 pub mod tags;
+pub mod updater;
