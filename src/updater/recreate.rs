@@ -644,3 +644,559 @@ fn str_at_map<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
 fn obj_at<'v>(v: &'v Value, key: &str) -> Option<&'v Map<String, Value>> {
     v.get(key).and_then(Value::as_object)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Table tests on inspect JSON recorded from a real engine (tests/data/inspect/README.md).
+
+    use super::*;
+
+    const FULL_ID: &str = "0bda1f9e9e5694cc94123bc63bc4ac3687b6ef16c3d7f8fe24e886ade4e811f0";
+    const IMAGE_ID: &str =
+        "sha256:1d206adcfe371d5808e0b59c2818ddde6d281e9986c9eabeba1847a1d0d81100";
+    const NEW_REF: &str = "127.0.0.1:5000/app:latest";
+    const NOW: &str = "2026-11-29T06:40:00Z";
+    const OLD_API: (u32, u32) = (1, 41);
+    const NEW_API: (u32, u32) = (1, 44);
+
+    fn recorded(name: &str) -> Value {
+        let text = match name {
+            "full" => include_str!("../../tests/data/inspect/container-full.json"),
+            "ep" => include_str!("../../tests/data/inspect/container-ep.json"),
+            "consumer" => include_str!("../../tests/data/inspect/container-consumer.json"),
+            "db" => include_str!("../../tests/data/inspect/container-db.json"),
+            "app" => include_str!("../../tests/data/inspect/container-app.json"),
+            "mac" => include_str!("../../tests/data/inspect/container-mac.json"),
+            "image" => include_str!("../../tests/data/inspect/image-v1.json"),
+            other => panic!("no recording {other}"),
+        };
+        serde_json::from_str(text).expect("recordings are valid JSON")
+    }
+
+    fn names(id: &str) -> Option<String> {
+        (id == FULL_ID).then(|| "/wdtest-rec-full".to_string())
+    }
+
+    fn try_plan(
+        container: &Value,
+        image: &Value,
+        api: (u32, u32),
+    ) -> Result<RecreatePlan, RecreateError> {
+        plan(&RecreateInput {
+            container,
+            old_image: image,
+            new_image_ref: NEW_REF,
+            api_version: api,
+            updated_at: NOW,
+            name_of: &names,
+        })
+    }
+
+    /// The plan for a recorded container at an API version.
+    fn check(name: &str, api: (u32, u32)) -> RecreatePlan {
+        try_plan(&recorded(name), &recorded("image"), api).expect("plan")
+    }
+
+    /// The plan for a recorded container edited first.
+    fn check_edited(name: &str, api: (u32, u32), edit: impl FnOnce(&mut Value)) -> RecreatePlan {
+        let mut c = recorded(name);
+        edit(&mut c);
+        try_plan(&c, &recorded("image"), api).expect("plan")
+    }
+
+    #[test]
+    fn name_image_and_previous_image() {
+        let p = check("full", OLD_API);
+        assert_eq!(p.name, "wdtest-rec-full");
+        assert_eq!(p.body["Image"], NEW_REF);
+        assert_eq!(p.previous_image, IMAGE_ID);
+    }
+
+    #[test]
+    fn image_env_is_subtracted_and_user_env_kept() {
+        // PATH=/bin equals the image's entry: indistinguishable from the default, so it follows
+        // the new image. APP_VERSION=2 overrides the image's APP_VERSION=1 and stays.
+        let p = check("full", OLD_API);
+        assert_eq!(p.body["Env"], json!(["USER_VAR=x", "APP_VERSION=2"]));
+        let p = check("db", OLD_API);
+        assert!(
+            p.body.get("Env").is_none(),
+            "only image env: {}",
+            p.body["Env"]
+        );
+    }
+
+    #[test]
+    fn image_labels_are_subtracted_and_ours_added() {
+        let p = check("full", OLD_API);
+        assert_eq!(
+            p.body["Labels"],
+            json!({
+                "app.role": "web",
+                "watchdocker.previous-image": IMAGE_ID,
+                "watchdocker.updated-at": NOW,
+            })
+        );
+        let p = check_edited("db", OLD_API, |c| c["Config"]["Labels"] = Value::Null);
+        assert_eq!(p.body["Labels"][labels::PREVIOUS_IMAGE], IMAGE_ID);
+    }
+
+    #[test]
+    fn image_cmd_entrypoint_healthcheck_volumes_are_subtracted() {
+        let p = check("db", OLD_API);
+        for key in [
+            "Cmd",
+            "Entrypoint",
+            "Healthcheck",
+            "Volumes",
+            "WorkingDir",
+            "User",
+            "Hostname",
+        ] {
+            assert!(p.body.get(key).is_none(), "{key}: {}", p.body[key]);
+        }
+        // Image VOLUME /data is subtracted, `-v /anon` is the user's.
+        let p = check("full", OLD_API);
+        assert_eq!(p.body["Volumes"], json!({ "/anon": {} }));
+        assert_eq!(p.body["WorkingDir"], "/tmp");
+        assert_eq!(p.body["User"], "1000:1000");
+    }
+
+    #[test]
+    fn exposed_ports_follow_the_image_plus_published_ones() {
+        let p = check("full", OLD_API);
+        assert_eq!(
+            p.body["ExposedPorts"],
+            json!({ "80/tcp": {}, "8081/udp": {} })
+        );
+        assert!(check("db", OLD_API).body.get("ExposedPorts").is_none());
+    }
+
+    #[test]
+    fn user_healthcheck_fields_survive_one_by_one() {
+        let p = check_edited("full", OLD_API, |c| {
+            c["Config"]["Healthcheck"]["Interval"] = json!(10_000_000_000u64);
+            c["Config"]["Healthcheck"]["Retries"] = json!(7);
+        });
+        assert_eq!(
+            p.body["Healthcheck"],
+            json!({ "Interval": 10_000_000_000u64, "Retries": 7 })
+        );
+        let p = check_edited("full", OLD_API, |c| {
+            c["Config"]["Healthcheck"] = json!({ "Test": ["NONE"] })
+        });
+        assert_eq!(p.body["Healthcheck"], json!({ "Test": ["NONE"] }));
+    }
+
+    #[test]
+    fn entrypoint_override_keeps_cmd_as_inspected() {
+        let p = check("ep", OLD_API);
+        assert_eq!(p.body["Entrypoint"], json!(["/bin/sh"]));
+        assert_eq!(
+            p.body["Cmd"],
+            json!(["-c", "trap 'exit 0' TERM; while :; do sleep 1; done"])
+        );
+        // Even a Cmd equal to the image's is the user's once the entrypoint is overridden.
+        let p = check_edited("ep", OLD_API, |c| {
+            c["Config"]["Cmd"] = recorded("image")["Config"]["Cmd"].clone();
+        });
+        assert_eq!(p.body["Cmd"], recorded("image")["Config"]["Cmd"]);
+    }
+
+    #[test]
+    fn user_cmd_with_image_entrypoint_keeps_only_cmd() {
+        let mut image = recorded("image");
+        image["Config"]["Entrypoint"] = json!(["/entry"]);
+        let mut c = recorded("db");
+        c["Config"]["Entrypoint"] = json!(["/entry"]);
+        c["Config"]["Cmd"] = json!(["serve"]);
+        let p = try_plan(&c, &image, OLD_API).expect("plan");
+        assert!(p.body.get("Entrypoint").is_none());
+        assert_eq!(p.body["Cmd"], json!(["serve"]));
+    }
+
+    #[test]
+    fn empty_entrypoint_is_never_sent() {
+        for name in ["full", "ep", "consumer", "db", "app", "mac"] {
+            for api in [OLD_API, NEW_API] {
+                assert_ne!(
+                    check(name, api).body.get("Entrypoint"),
+                    Some(&json!([])),
+                    "{name}"
+                );
+            }
+        }
+        // A cleared image entrypoint (`--entrypoint ""`) stays cleared, the way the CLI says it.
+        let mut image = recorded("image");
+        image["Config"]["Entrypoint"] = json!(["/entry"]);
+        let mut c = recorded("db");
+        c["Config"]["Entrypoint"] = json!([]);
+        let p = try_plan(&c, &image, OLD_API).expect("plan");
+        assert_eq!(p.body["Entrypoint"], json!([""]));
+        assert_eq!(p.body["Cmd"], c["Config"]["Cmd"]);
+    }
+
+    #[test]
+    fn hostname_dropped_when_short_id_kept_when_explicit() {
+        assert!(check("full", OLD_API).body.get("Hostname").is_none());
+        let p = check("ep", OLD_API);
+        assert_eq!(p.body["Hostname"], "myhost");
+        assert_eq!(p.body["Domainname"], "example.test");
+        let p = check_edited("ep", OLD_API, |c| {
+            c["HostConfig"]["UTSMode"] = json!("host")
+        });
+        assert!(p.body.get("Hostname").is_none());
+        assert!(p.body.get("Domainname").is_none());
+    }
+
+    #[test]
+    fn host_config_is_kept_verbatim() {
+        let old = recorded("full");
+        let p = check("full", OLD_API);
+        for key in [
+            "RestartPolicy",
+            "LogConfig",
+            "CapAdd",
+            "Sysctls",
+            "Tmpfs",
+            "ExtraHosts",
+            "Dns",
+            "Init",
+            "ShmSize",
+            "PortBindings",
+            "AutoRemove",
+            "MaskedPaths",
+            "NetworkMode",
+        ] {
+            assert_eq!(p.body["HostConfig"][key], old["HostConfig"][key], "{key}");
+        }
+        assert_eq!(p.body["StopTimeout"], 42);
+        assert!(p.body.get("Id").is_none() && p.body.get("State").is_none());
+    }
+
+    #[test]
+    fn anonymous_volumes_are_reused_by_name() {
+        let p = check("full", OLD_API);
+        let host = &p.body["HostConfig"];
+        assert_eq!(
+            host["Binds"],
+            json!([
+                "wdtest-rec-named:/named",
+                "/tmp/wdtest-rec.O5Wx/bind:/bind:ro",
+                "7b88e39d14bb1ad7ffb31e2094b621064bae4378c705ea3340b53179cfe45ab0:/anon",
+                "35c6b6319322cf8f53e121a3074579980da5567bbfd5ba7300d8f1a8f6f0de3e:/data",
+            ])
+        );
+        assert_eq!(
+            host["Mounts"],
+            json!([
+                { "Type": "volume", "Target": "/anonmount",
+                  "Source": "a26c70e4fbb4482c1bdb67fb62d61de7988c132f6c6874243e50b089a62869f4" },
+                { "Type": "volume", "Source": "wdtest-rec-mnt", "Target": "/mnt2" },
+            ])
+        );
+        let mut destinations: Vec<&str> = host["Binds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(bind_destination)
+            .chain(
+                host["Mounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m["Target"].as_str()),
+            )
+            .collect();
+        let count = destinations.len();
+        destinations.sort_unstable();
+        destinations.dedup();
+        assert_eq!(
+            destinations.len(),
+            count,
+            "a destination twice: {destinations:?}"
+        );
+
+        // Binds was null on a container without any: created with the image volume only.
+        let p = check("db", OLD_API);
+        assert_eq!(
+            p.body["HostConfig"]["Binds"],
+            json!(["e66f72a6f6a271b50f9a798c72c3ed20d11abbb30ffc7b9da1753165e71d775b:/data"])
+        );
+    }
+
+    #[test]
+    fn endpoints_keep_user_settings_only() {
+        let p = check("full", NEW_API);
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"],
+            json!({
+                "wdtest-rec-net1": {
+                    "IPAMConfig": { "IPv4Address": "172.31.250.10" },
+                    "Aliases": ["web"],
+                },
+                "wdtest-rec-net2": {
+                    "IPAMConfig": { "IPv4Address": "172.31.251.10" },
+                    "Aliases": ["web2"],
+                },
+            })
+        );
+        assert!(p.connect_after_create.is_empty());
+        assert!(p.body.get("MacAddress").is_none());
+    }
+
+    #[test]
+    fn below_1_44_one_network_at_create_and_the_rest_after() {
+        let p = check("full", OLD_API);
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"],
+            json!({ "wdtest-rec-net1": {
+                "IPAMConfig": { "IPv4Address": "172.31.250.10" },
+                "Aliases": ["web"],
+            } })
+        );
+        assert_eq!(
+            p.connect_after_create,
+            vec![(
+                "wdtest-rec-net2".to_string(),
+                json!({ "IPAMConfig": { "IPv4Address": "172.31.251.10" }, "Aliases": ["web2"] })
+            )]
+        );
+        // The primary is the NetworkMode one even when it sorts last.
+        let p = check_edited("full", OLD_API, |c| {
+            c["HostConfig"]["NetworkMode"] = json!("wdtest-rec-net2")
+        });
+        let at_create = p.body["NetworkingConfig"]["EndpointsConfig"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(at_create.keys().collect::<Vec<_>>(), ["wdtest-rec-net2"]);
+        assert_eq!(p.connect_after_create[0].0, "wdtest-rec-net1");
+    }
+
+    #[test]
+    fn network_mode_default_is_the_bridge_and_a_left_network_is_not_rejoined() {
+        let p = check("app", OLD_API);
+        assert_eq!(p.body["HostConfig"]["NetworkMode"], "default");
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"],
+            json!({ "bridge": {} })
+        );
+        // Disconnected from the bridge, connected to a user network: create on that one.
+        let p = check_edited("app", OLD_API, |c| {
+            let ep = c["NetworkSettings"]["Networks"]["bridge"].take();
+            c["NetworkSettings"]["Networks"] = json!({ "wdtest-rec-net1": ep });
+        });
+        assert_eq!(p.body["HostConfig"]["NetworkMode"], "wdtest-rec-net1");
+        assert!(p.body["NetworkingConfig"]["EndpointsConfig"]["wdtest-rec-net1"].is_object());
+    }
+
+    #[test]
+    fn no_aliases_on_the_default_bridge() {
+        let p = check_edited("app", NEW_API, |c| {
+            c["NetworkSettings"]["Networks"]["bridge"]["Aliases"] = json!(["x", "793b5aa83e04"]);
+        });
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"]["bridge"],
+            json!({})
+        );
+    }
+
+    #[test]
+    fn endpoint_links_and_explicit_aliases_are_kept_minus_short_id_and_name() {
+        let p = check_edited("ep", NEW_API, |c| {
+            let aliases = &mut c["NetworkSettings"]["Networks"]["wdtest-rec-net1"]["Aliases"];
+            if let Some(a) = aliases.as_array_mut() {
+                a.push(json!("wdtest-rec-ep"));
+            }
+        });
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"]["wdtest-rec-net1"],
+            json!({ "Links": ["wdtest-rec-full:upstream"], "Aliases": ["myhost"] })
+        );
+    }
+
+    #[test]
+    fn user_mac_goes_where_the_api_version_wants_it() {
+        let p = check("mac", OLD_API);
+        assert_eq!(p.body["MacAddress"], "02:42:ac:11:00:99");
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"]["bridge"],
+            json!({})
+        );
+        let p = check("mac", NEW_API);
+        assert!(p.body.get("MacAddress").is_none());
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"]["bridge"],
+            json!({ "MacAddress": "02:42:ac:11:00:99" })
+        );
+        // A generated MAC (no Config.MacAddress) is left to the engine.
+        for api in [OLD_API, NEW_API] {
+            let p = check("app", api);
+            assert!(p.body.get("MacAddress").is_none());
+            assert_eq!(
+                p.body["NetworkingConfig"]["EndpointsConfig"]["bridge"],
+                json!({})
+            );
+        }
+    }
+
+    #[test]
+    fn container_network_mode_is_rewritten_by_name_and_its_settings_dropped() {
+        for api in [OLD_API, NEW_API] {
+            let p = check("consumer", api);
+            let host = &p.body["HostConfig"];
+            assert_eq!(host["NetworkMode"], "container:wdtest-rec-full");
+            for key in [
+                "PortBindings",
+                "PublishAllPorts",
+                "Dns",
+                "DnsOptions",
+                "DnsSearch",
+                "ExtraHosts",
+                "Links",
+            ] {
+                assert!(host.get(key).is_none(), "{key}");
+            }
+            for key in ["Hostname", "Domainname", "ExposedPorts", "MacAddress"] {
+                assert!(p.body.get(key).is_none(), "{key}");
+            }
+            assert_eq!(p.body["NetworkingConfig"]["EndpointsConfig"], json!({}));
+            assert!(p.connect_after_create.is_empty());
+        }
+    }
+
+    #[test]
+    fn container_network_mode_with_a_gone_provider_is_an_error() {
+        let c = check_edited_err("consumer", |c| {
+            c["HostConfig"]["NetworkMode"] = json!("container:deadbeef");
+        });
+        assert_eq!(
+            c,
+            RecreateError::UnknownNetworkProvider {
+                container: "wdtest-rec-consumer".into(),
+                provider: "deadbeef".into(),
+            }
+        );
+        assert!(c.to_string().contains("wdtest-rec-consumer"));
+    }
+
+    fn check_edited_err(name: &str, edit: impl FnOnce(&mut Value)) -> RecreateError {
+        let mut c = recorded(name);
+        edit(&mut c);
+        try_plan(&c, &recorded("image"), OLD_API).expect_err("an error")
+    }
+
+    #[test]
+    fn links_are_rewritten_to_name_and_alias() {
+        let p = check("app", OLD_API);
+        assert_eq!(p.body["HostConfig"]["Links"], json!(["wdtest-rec-db:db"]));
+        let p = check_edited("app", OLD_API, |c| {
+            c["HostConfig"]["Links"] = json!(["/db:/app/db", "cache:cache", 5]);
+        });
+        assert_eq!(
+            p.body["HostConfig"]["Links"],
+            json!(["db:db", "cache:cache"])
+        );
+    }
+
+    #[test]
+    fn missing_parts_are_named_errors() {
+        let missing = |edit: fn(&mut Value)| check_edited_err("full", edit);
+        let field = |e: RecreateError| match e {
+            RecreateError::MissingField { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        assert_eq!(field(missing(|c| c["Config"] = Value::Null)), "Config");
+        assert_eq!(
+            field(missing(|c| c["HostConfig"] = json!([]))),
+            "HostConfig"
+        );
+        assert_eq!(field(missing(|c| c["Name"] = Value::Null)), "Name");
+        assert_eq!(field(missing(|c| c["Id"] = json!(3))), "Id");
+        let e = try_plan(&json!(null), &json!(null), OLD_API).expect_err("nothing to plan");
+        assert_eq!(
+            e.to_string(),
+            "recreate <unnamed container>: inspect data has no usable `Name`"
+        );
+    }
+
+    #[test]
+    fn odd_shapes_do_not_panic() {
+        let odd = json!({
+            "Id": "abc", "Name": "/x", "Image": "sha256:1",
+            "Config": { "Env": 5, "Labels": "x", "Cmd": {}, "Entrypoint": 1, "Volumes": [],
+                        "ExposedPorts": null, "Healthcheck": [], "Hostname": 7, "MacAddress": 3 },
+            "HostConfig": { "NetworkMode": 5, "Links": "a", "Binds": {}, "Mounts": [1, null, {}],
+                            "PortBindings": [] },
+            "Mounts": [null, { "Type": "volume" }, { "Type": "volume", "Name": "v", "Destination": "/v" }],
+            "NetworkSettings": { "Networks": { "n": null, "m": { "Aliases": [1, "abc", "ok"], "IPAMConfig": [] } } },
+        });
+        for image in [
+            json!(null),
+            json!({ "Config": { "Env": {}, "Labels": [] } }),
+            recorded("image"),
+        ] {
+            for api in [OLD_API, NEW_API] {
+                let p = try_plan(&odd, &image, api).expect("plan");
+                assert_eq!(p.name, "x");
+            }
+        }
+        let p = try_plan(&odd, &json!(null), NEW_API).expect("plan");
+        assert_eq!(
+            p.body["NetworkingConfig"]["EndpointsConfig"]["m"],
+            json!({ "Aliases": ["ok"] })
+        );
+        // An unreadable Binds is replaced by the volumes the container really uses.
+        assert_eq!(p.body["HostConfig"]["Binds"], json!(["v:/v"]));
+    }
+
+    #[test]
+    fn stop_timeout_is_the_containers_own_when_set() {
+        let default = Duration::from_secs(10);
+        assert_eq!(
+            stop_timeout(&recorded("full"), default),
+            Duration::from_secs(42)
+        );
+        assert_eq!(stop_timeout(&recorded("db"), default), default);
+        assert_eq!(
+            stop_timeout(&json!({ "Config": { "StopTimeout": -1 } }), default),
+            default
+        );
+        assert_eq!(stop_timeout(&json!(null), default), default);
+    }
+
+    #[test]
+    fn health_wait_covers_the_healthchecks_own_schedule() {
+        let s = Duration::from_secs;
+        // Recorded: interval 5s, start period 0, retries 0 → 3: 0 + 5 × 4.
+        let full = recorded("full");
+        assert_eq!(health_wait(&full, s(10)), Some(s(20)));
+        assert_eq!(health_wait(&full, s(60)), Some(s(60)));
+        let table = [
+            (json!({ "Test": ["CMD", "true"] }), Some(s(120))),
+            (
+                json!({ "Test": ["CMD", "true"], "Interval": 2_000_000_000u64,
+                        "StartPeriod": 10_000_000_000u64, "Retries": 5 }),
+                Some(s(22)),
+            ),
+            (json!({ "Test": ["NONE"] }), None),
+            (json!({ "Test": [] }), None),
+            (json!(null), None),
+        ];
+        for (health, want) in table {
+            assert_eq!(
+                health_wait(&json!({ "Config": { "Healthcheck": health } }), s(1)),
+                want,
+                "{health}"
+            );
+            assert_eq!(
+                health_wait(&json!({ "Healthcheck": health }), s(1)),
+                want,
+                "{health}"
+            );
+        }
+        assert_eq!(health_wait(&json!({}), s(1)), None);
+    }
+}
