@@ -443,6 +443,10 @@ fn reuse_volumes(host: &mut Map<String, Value>, container: &Value) {
             covered.push(target);
         }
     }
+    // A tmpfs hides the image volume at its destination; a volume there would collide with it.
+    if let Some(Value::Object(tmpfs)) = host.get("Tmpfs") {
+        covered.extend(tmpfs.keys().cloned());
+    }
     if let Some(Value::Array(binds)) = host.get("Binds") {
         covered.extend(
             binds
@@ -500,6 +504,9 @@ fn plan_networks(
     api_version: (u32, u32),
     implicit_aliases: &[&str],
 ) -> NetworkPlan {
+    // Engines report in `Config.MacAddress` only a configured MAC (moby copies the primary
+    // endpoint's `DesiredMacAddress` there), never a generated one (except 25.0.0–25.0.1,
+    // moby#47228). A configured MAC on another network is not visible in inspect at all.
     let user_mac = config
         .remove("MacAddress")
         .and_then(|m| m.as_str().map(str::to_string))
@@ -517,15 +524,16 @@ fn plan_networks(
     if mode.starts_with("container:") || mode == "host" || mode == "none" {
         return plan;
     }
-    let Some(Value::Object(networks)) = container.pointer("/NetworkSettings/Networks") else {
-        if let Some(mac) = user_mac {
-            config.insert("MacAddress".into(), json!(mac));
+    let networks = match container.pointer("/NetworkSettings/Networks") {
+        Some(Value::Object(networks)) if !networks.is_empty() => networks,
+        _ => {
+            // No endpoint to carry it: the engine migrates the container-wide field itself.
+            if let Some(mac) = user_mac {
+                config.insert("MacAddress".into(), json!(mac));
+            }
+            return plan;
         }
-        return plan;
     };
-    if networks.is_empty() {
-        return plan;
-    }
 
     // "default" is the bridge on Linux. A mode naming a network the container has since left
     // would attach it again: create on one it is really on instead.
@@ -924,6 +932,14 @@ mod tests {
             p.body["HostConfig"]["Binds"],
             json!(["e66f72a6f6a271b50f9a798c72c3ed20d11abbb30ffc7b9da1753165e71d775b:/data"])
         );
+    }
+
+    #[test]
+    fn a_tmpfs_destination_gets_no_volume() {
+        let p = check_edited("db", OLD_API, |c| {
+            c["HostConfig"]["Tmpfs"] = json!({ "/data": "size=1m" });
+        });
+        assert!(p.body["HostConfig"].get("Binds").is_none_or(Value::is_null));
     }
 
     #[test]
