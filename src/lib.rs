@@ -16,3 +16,4 @@ pub mod scanner;
 pub mod scheduler;
 pub mod state;
 pub mod tags;
+pub mod updater;
