@@ -512,15 +512,14 @@ impl Notifier {
             .into();
         let worker = Worker {
             agent,
-            hooks: cfg.webhooks.iter().cloned().enumerate().collect(),
+            hooks: cfg.webhooks.clone(),
             host: host.into(),
-            drain_timeout: opts.drain_timeout,
             opts,
             rx,
             stop_rx,
             deadline: None,
         };
-        let drain_timeout = worker.drain_timeout;
+        let drain_timeout = worker.opts.drain_timeout;
         let handle = std::thread::Builder::new()
             .name("notify".into())
             .spawn(move || worker.run())
@@ -623,11 +622,10 @@ fn url_host(url: &Secret) -> String {
 
 struct Worker {
     agent: ureq::Agent,
-    /// With their index in `notify.webhooks`, the name logs use.
-    hooks: Vec<(usize, Webhook)>,
+    /// In `notify.webhooks` order: the index is the name logs use.
+    hooks: Vec<Webhook>,
     host: String,
     opts: NotifierOptions,
-    drain_timeout: Duration,
     rx: Receiver<Queued>,
     stop_rx: Receiver<Instant>,
     /// Set once shutdown starts: deliver what is queued until then, without retries.
@@ -644,7 +642,7 @@ impl Worker {
                         Err(_) => return,
                     },
                     recv(self.stop_rx) -> m => {
-                        self.deadline = Some(m.unwrap_or_else(|_| Instant::now() + self.drain_timeout));
+                        self.deadline = Some(m.unwrap_or_else(|_| Instant::now() + self.opts.drain_timeout));
                         continue;
                     }
                 },
@@ -666,16 +664,16 @@ impl Worker {
     fn deliver(&mut self, job: &Queued) {
         let event = job.n.event();
         for i in 0..self.hooks.len() {
-            if !self.hooks[i].1.events.contains(&event) {
+            if !self.hooks[i].events.contains(&event) {
                 continue;
             }
-            let p = payload(self.hooks[i].1.format, &job.n, &self.host, &job.time);
+            let p = payload(self.hooks[i].format, &job.n, &self.host, &job.time);
             self.post_with_retries(i, &job.n, &p);
         }
     }
 
-    fn post_with_retries(&mut self, i: usize, n: &Notification, p: &Payload) {
-        let (index, url_host) = (self.hooks[i].0, url_host(&self.hooks[i].1.url));
+    fn post_with_retries(&mut self, index: usize, n: &Notification, p: &Payload) {
+        let url_host = url_host(&self.hooks[index].url);
         let event = event_name(n.event());
         let (container, _) = n.container_and_image();
         let mut wait = self.opts.backoff;
@@ -686,7 +684,7 @@ impl Worker {
                     "webhook {index} ({url_host}): {event} not delivered: shutting down");
                 return;
             }
-            let verdict = self.post_once(i, p);
+            let verdict = self.post_once(index, p);
             let reason = match verdict {
                 Verdict::Delivered => {
                     log::debug!(component = "notify", container = container;
@@ -719,7 +717,7 @@ impl Worker {
     fn post_once(&self, i: usize, p: &Payload) -> Verdict {
         let mut req = self
             .agent
-            .post(self.hooks[i].1.url.expose())
+            .post(self.hooks[i].url.expose())
             .header("Content-Type", p.content_type);
         for (name, value) in &p.headers {
             req = req.header(*name, value);
@@ -748,7 +746,7 @@ impl Worker {
                 false
             }
             Err(RecvTimeoutError::Disconnected) => {
-                self.deadline = Some(Instant::now() + self.drain_timeout);
+                self.deadline = Some(Instant::now() + self.opts.drain_timeout);
                 false
             }
         }
