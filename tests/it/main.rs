@@ -1,1 +1,6 @@
-// integration tests
+//! The integration-test binary: real Docker engine, real registry. `fixtures` is the kit every test
+//! module reuses; each other module is one area of the product.
+
+mod fixtures;
+
+mod kit_selftest;
