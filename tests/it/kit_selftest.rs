@@ -56,9 +56,10 @@ fn kit_image_and_container_with_env_label_and_port() {
         });
         assert_eq!(body, image_ref);
 
-        // The trapped TERM makes a stop quick; the stop succeeds either way.
+        // The trapped TERM ends PID 1 itself: exit code 0, not 137 (killed after the timeout).
         fixtures::docker_ok(&["stop", ctr.id()]);
         assert_eq!(ctr.inspect()["State"]["Running"], false);
+        assert_eq!(ctr.inspect()["State"]["ExitCode"], 0);
     }
     assert_no_containers(&prefix);
     assert!(inspect("image", &image_ref).is_none(), "image left behind");
@@ -297,4 +298,37 @@ fn kit_multi_platform_index_round_trip() {
         inspect("image", &reference).is_none(),
         "pulled index left behind"
     );
+}
+
+#[test]
+fn kit_token_registry_with_anonymous_pull() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let prefix = unique("kitanon");
+    let registry = Registry::start_token_auth(
+        TokenOptions::new()
+            .credentials("carol", "pw")
+            .anonymous_pull(true)
+            .access_token_field(true),
+    );
+    let issuer = registry.issuer().expect("issuer");
+    let image = Image::build(&format!("{prefix}:v1")).create();
+    let pushed = image.push_to(&registry, &format!("{prefix}/app:v1"));
+
+    // No credentials: the engine still pulls, with a pull-only token.
+    fixtures::docker_ok(&["rmi", pushed.reference()]);
+    fixtures::docker_ok(&["pull", pushed.reference()]);
+    assert_eq!(
+        pushed.repo_digests(),
+        vec![format!("{}@{}", pushed.repository(), pushed.digest())]
+    );
+
+    // ...but cannot push with it.
+    let other = registry.reference(&format!("{prefix}/app:v2"));
+    fixtures::docker_ok(&["tag", image.name_tag(), &other]);
+    let denied = fixtures::docker(&["push", &other]);
+    let _ = fixtures::docker(&["rmi", &other]);
+    assert!(denied.is_err(), "anonymous push must be refused");
+    assert!(issuer.requests() > 0);
 }
