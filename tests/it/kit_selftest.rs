@@ -332,3 +332,38 @@ fn kit_token_registry_with_anonymous_pull() {
     assert!(denied.is_err(), "anonymous push must be refused");
     assert!(issuer.requests() > 0);
 }
+
+#[test]
+fn kit_healthchecks_from_image_and_from_run_flags() {
+    if !fixtures::require_engine() {
+        return;
+    }
+    let prefix = unique("kithealth");
+    {
+        let image = Image::build(&format!("{prefix}:v1"))
+            .healthcheck(
+                "test -f /etc/wdtest-image",
+                Duration::from_millis(200),
+                3,
+                Duration::ZERO,
+            )
+            .stop_signal("SIGTERM")
+            .create();
+        let healthy = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-ok"))
+            .run();
+        healthy.wait_health("healthy", Duration::from_secs(30));
+
+        let sick = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-sick"))
+            .healthcheck(
+                "test -f /nonexistent",
+                Duration::from_millis(200),
+                1,
+                Duration::ZERO,
+            )
+            .run();
+        sick.wait_health("unhealthy", Duration::from_secs(30));
+    }
+    assert_no_containers(&prefix);
+}
