@@ -288,6 +288,13 @@ fn kit_multi_platform_index_round_trip() {
         assert_ne!(v1.index_digest(), v2.index_digest());
         let pushed2 = v2.push(&registry, &repo_tag);
         assert_eq!(pushed2.index_digest(), v2.index_digest());
+        // Same amd64 image for the engine, but the tag now resolves to the new index.
+        let again = pushed2.pull();
+        assert_eq!(again["Id"], image["Id"]);
+        let new_digest = format!("{}/{prefix}/multi@{}", registry.host(), v2.index_digest());
+        // The classic image store keeps the old index digest beside the new one.
+        let digests = pushed2.repo_digests();
+        assert!(digests.contains(&new_digest), "{digests:?}");
         assert!(
             v2.manifest_digest("unknown/unknown").is_some(),
             "attestation entry"
