@@ -110,6 +110,15 @@ fn kit_networks_volumes_and_static_ips() {
         assert!(consumer.inspect()["HostConfig"]["NetworkMode"]
             .as_str()
             .is_some_and(|m| m.starts_with("container:")));
+
+        let ephemeral = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-rm"))
+            .rm()
+            .run();
+        fixtures::docker_ok(&["stop", ephemeral.id()]);
+        fixtures::wait_for("the --rm container to go", Duration::from_secs(20), || {
+            ephemeral.inspect_current().is_none().then_some(())
+        });
     }
     assert_no_containers(&prefix);
     assert!(
@@ -174,6 +183,16 @@ fn kit_basic_auth_registry_needs_and_takes_credentials() {
         .docker_config_dir()
         .expect("a config dir for an auth registry");
     assert!(config.join("config.json").exists());
+
+    // skopeo pushes indexes with the same credentials; the engine pulls them with its config.
+    let layout = OciIndexBuilder::standard().write();
+    let index = layout.push(&registry, &format!("{prefix}/multi:1"));
+    index.pull();
+    let digests = index.repo_digests();
+    assert!(
+        digests.iter().any(|d| d.ends_with(layout.index_digest())),
+        "{digests:?}"
+    );
 }
 
 #[test]
@@ -196,6 +215,12 @@ fn kit_token_auth_registry_round_trip_through_the_issuer() {
         pushed.repo_digests(),
         vec![format!("{}@{}", pushed.repository(), pushed.digest())]
     );
+    let layout = OciIndexBuilder::new()
+        .platform("linux/amd64")
+        .platform("linux/arm64")
+        .write();
+    let index = layout.push(&registry, &format!("{repo}:multi"));
+    index.pull();
     assert!(issuer.requests() > 0);
     let scopes = issuer.scopes();
     assert!(
