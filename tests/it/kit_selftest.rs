@@ -221,6 +221,15 @@ fn kit_token_auth_registry_round_trip_through_the_issuer() {
         .write();
     let index = layout.push(&registry, &format!("{repo}:multi"));
     index.pull();
+    assert_eq!(
+        registry.head_digest(&repo, "multi").as_deref(),
+        Some(layout.index_digest())
+    );
+    assert_eq!(
+        registry.delete_manifest(&repo, layout.index_digest()),
+        Ok(202)
+    );
+    assert_eq!(registry.head_digest(&repo, "multi"), None);
     assert!(issuer.requests() > 0);
     let scopes = issuer.scopes();
     assert!(
@@ -311,8 +320,20 @@ fn kit_multi_platform_index_round_trip() {
             v2.manifest_digest("linux/arm64")
         );
         assert_ne!(v1.index_digest(), v2.index_digest());
+        assert_eq!(
+            registry
+                .head_digest(&format!("{prefix}/multi"), "1")
+                .as_deref(),
+            Some(v1.index_digest())
+        );
         let pushed2 = v2.push(&registry, &repo_tag);
         assert_eq!(pushed2.index_digest(), v2.index_digest());
+        assert_eq!(
+            registry
+                .head_digest(&format!("{prefix}/multi"), "1")
+                .as_deref(),
+            Some(v2.index_digest())
+        );
         // Same amd64 image for the engine, but the tag now resolves to the new index.
         let again = pushed2.pull();
         assert_eq!(again["Id"], image["Id"]);
