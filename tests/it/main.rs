@@ -1,2 +1,7 @@
-// integration tests
+//! The integration-test binary: real Docker engine, real registry. `fixtures` is the kit every test
+//! module reuses; each other module is one area of the product.
+
+mod fixtures;
+
 mod engine;
+mod kit_selftest;
