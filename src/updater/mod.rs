@@ -6,10 +6,13 @@
 //! recovery. `order` sorts a batch. `pull` pulls through the engine; `executor` runs the
 //! sequence and its rollback; `recovery` finishes or reverts updates a crash interrupted.
 
+pub mod executor;
 pub mod names;
 pub mod order;
 pub mod pull;
+mod recovery;
 pub mod recreate;
 
+pub use executor::{Outcome, Step, UpdateError, UpdateRequest, Updater};
 pub use order::{order, OrderItem};
 pub use recreate::{health_wait, plan, stop_timeout, RecreateError, RecreateInput, RecreatePlan};

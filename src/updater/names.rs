@@ -16,6 +16,9 @@ pub const OLD_MARK: &str = "-wd-old-";
 pub const PREV_MARK: &str = "-wd-prev-";
 /// Label on the new container: the full id of the container it replaces.
 pub const UPDATE_OF: &str = "watchdocker.update-of";
+/// Label on the new container when the old one was running: it is meant to run. Recovery reads it
+/// only on a replacement that never started and whose old container is gone (`--rm`).
+pub const START_AFTER_UPDATE: &str = "watchdocker.start-after-update";
 
 /// A restart policy as the engine reports it in `HostConfig.RestartPolicy`.
 #[derive(Debug, Clone, PartialEq, Eq)]

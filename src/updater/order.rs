@@ -92,9 +92,7 @@ pub fn order(batch: &[OrderItem]) -> Vec<Vec<String>> {
 
     let mut out = Vec::new();
     for c in topological(&component_deps) {
-        let members: Vec<usize> = (0..n)
-            .filter(|&i| component[group_of[i]] == c)
-            .collect();
+        let members: Vec<usize> = (0..n).filter(|&i| component[group_of[i]] == c).collect();
         let local: Vec<BTreeSet<usize>> = members
             .iter()
             .map(|&i| {
@@ -237,7 +235,10 @@ mod tests {
         web.labels = BTreeMap::from([
             (labels::COMPOSE_PROJECT.into(), "p".into()),
             (labels::COMPOSE_SERVICE.into(), "web".into()),
-            (labels::COMPOSE_DEPENDS_ON.into(), "db:service_started:false".into()),
+            (
+                labels::COMPOSE_DEPENDS_ON.into(),
+                "db:service_started:false".into(),
+            ),
         ]);
         let mut db = item("p-db-1", "d:1");
         db.labels = BTreeMap::from([

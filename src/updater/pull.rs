@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn query_always_carries_the_tag() {
         let r = Reference::parse("127.0.0.1:5000/app").expect("ref");
-        assert_eq!(pull_query(&r), "?fromImage=127.0.0.1%3A5000%2Fapp&tag=latest");
+        assert_eq!(
+            pull_query(&r),
+            "?fromImage=127.0.0.1%3A5000%2Fapp&tag=latest"
+        );
         let r = Reference::parse("nginx:1.27").expect("ref");
         assert_eq!(
             pull_query(&r),
