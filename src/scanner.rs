@@ -281,6 +281,27 @@ impl Scanner {
         }
     }
 
+    /// Drops the cached remote digests of these image references (what an update just pulled:
+    /// the registry has moved on from what the cache holds), or all of them with `None` (an
+    /// explicit "scan now").
+    pub fn forget(&self, images: Option<&[String]>) {
+        let mut cache = lock(&self.digests);
+        match images {
+            None => cache.clear(),
+            Some(images) => {
+                for i in images {
+                    if let Ok(mut r) = Reference::parse(i) {
+                        r.digest = None;
+                        if r.tag.is_none() {
+                            r.tag = Some("latest".into());
+                        }
+                        cache.remove(&r.to_string());
+                    }
+                }
+            }
+        }
+    }
+
     fn cached_digest(&self, r: &Reference) -> Option<RemoteDigest> {
         let cache = lock(&self.digests);
         cache

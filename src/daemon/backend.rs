@@ -149,7 +149,11 @@ impl Backend for DaemonBackend {
                 Some(j) => ApiReply::ok(j),
                 None => ApiReply::error(ErrorCode::NotFound, format!("no job {id:?}")),
             },
-            Route::Scan => self.ask(|reply| Command::Scan { wait, reply }),
+            Route::Scan => self.ask(|reply| Command::Scan {
+                wait,
+                fresh: req.query.force,
+                reply,
+            }),
             Route::RunUpdates => self.ask(|reply| Command::Update {
                 ids: vec![],
                 image: None,

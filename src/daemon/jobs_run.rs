@@ -23,7 +23,10 @@ pub(crate) enum Work {
     Startup {
         scan: bool,
     },
-    Scan,
+    /// `fresh`: ask the registries again even within `scan.cacheTTL` (an explicit scan).
+    Scan {
+        fresh: bool,
+    },
     /// Every eligible container with an update (`updatePolicy: auto`).
     Batch {
         dry_run: bool,
@@ -203,13 +206,13 @@ impl JobEnv {
                     }
                 }
                 if *scan {
-                    let mut s = self.scan();
+                    let mut s = self.scan(false);
                     s.recovered = out.recovered;
                     return s;
                 }
                 out
             }
-            Work::Scan => self.scan(),
+            Work::Scan { fresh } => self.scan(*fresh),
             Work::Batch { dry_run } => self.batch(*dry_run),
             Work::Update(reqs) => {
                 let containers = snapshot_infos(snapshot);
@@ -219,7 +222,7 @@ impl JobEnv {
         }
     }
 
-    fn scan(&self) -> JobOutput {
+    fn scan(&self, fresh: bool) -> JobOutput {
         let mut out = JobOutput::default();
         let d = match discover_now(&self.engine, self.cfg.docker.include_stopped) {
             Ok(d) => d,
@@ -236,6 +239,9 @@ impl JobEnv {
                 return out;
             }
         };
+        if fresh {
+            scanner.forget(None);
+        }
         let (checks, summary) = scanner.scan(&d.containers, &jiff::Timestamp::now().to_string());
         log::info!(
             component = "scanner", action = "scan", durationMs = summary.duration.as_millis() as u64;
@@ -251,7 +257,7 @@ impl JobEnv {
     fn batch(&self, dry_run: bool) -> JobOutput {
         // Scan first: within cacheTTL it costs no registry request, and it makes the decision
         // from the engine's current containers, not an old snapshot.
-        let scanned = self.scan();
+        let scanned = self.scan(false);
         let Some(d) = &scanned.discovery else {
             return scanned;
         };
@@ -325,9 +331,24 @@ impl JobEnv {
         if reqs.iter().all(|r| r.dry_run) {
             return out;
         }
-        // After an update the container's status is current without waiting for the next scan:
-        // the remote digests are cached, so this rescan costs no registry request.
-        let rescan = self.scan();
+        // After an update the container's status is current without waiting for the next scan.
+        // What was pulled is what the registry has now: the cached digests of those references
+        // are stale, so they are asked again (one HEAD each).
+        if let Some(scanner) = self.scanner.get() {
+            let images: Vec<String> = reqs
+                .iter()
+                .filter_map(|r| {
+                    r.image.clone().or_else(|| {
+                        containers
+                            .iter()
+                            .find(|c| c.id == r.container)
+                            .map(|c| c.image.clone())
+                    })
+                })
+                .collect();
+            scanner.forget(Some(&images));
+        }
+        let rescan = self.scan(false);
         out.discovery = rescan.discovery;
         out.checks = rescan.checks;
         out

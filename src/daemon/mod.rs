@@ -69,6 +69,8 @@ impl std::error::Error for DaemonError {
 pub(crate) enum Command {
     Scan {
         wait: bool,
+        /// Bypass the digest cache (`?force=true`).
+        fresh: bool,
         reply: Sender<ApiReply>,
     },
     /// `ids` empty: every eligible container (`POST /api/updates/run`).
@@ -413,7 +415,7 @@ impl Daemon {
                     "scan",
                     JobKind::Scan,
                     Trigger::Schedule,
-                    Work::Scan,
+                    Work::Scan { fresh: false },
                     vec![],
                     None,
                 );
@@ -694,7 +696,7 @@ impl Daemon {
             return;
         }
         match c {
-            Command::Scan { wait, reply } => {
+            Command::Scan { wait, fresh, reply } => {
                 // A scan already running (scheduled or not) is the answer.
                 if let Some((id, r)) = self
                     .running
@@ -709,8 +711,14 @@ impl Daemon {
                     return;
                 }
                 let waiter = wait.then(|| reply.clone());
-                let id =
-                    self.start_job("", JobKind::Scan, Trigger::Api, Work::Scan, vec![], waiter);
+                let id = self.start_job(
+                    "",
+                    JobKind::Scan,
+                    Trigger::Api,
+                    Work::Scan { fresh },
+                    vec![],
+                    waiter,
+                );
                 if !wait {
                     let _ = reply.send(ApiReply::accepted(serde_json::json!({"jobId": id})));
                 }
