@@ -137,9 +137,9 @@ where
 
     let flag_allowed = |flag: bool, name: &str, allowed: &[&str]| -> Result<(), UsageError> {
         match (&command, flag) {
-            (Some(c), true) if !allowed.contains(&c.as_str()) => Err(UsageError(format!(
-                "{name} is not an option of `{c}`"
-            ))),
+            (Some(c), true) if !allowed.contains(&c.as_str()) => {
+                Err(UsageError(format!("{name} is not an option of `{c}`")))
+            }
             _ => Ok(()),
         }
     };
@@ -240,7 +240,8 @@ mod tests {
 
     #[test]
     fn global_options_become_overrides() {
-        let cli = ok("serve -c /etc/wd.yaml --addr 127.0.0.1:9 --set scan.interval=5m --log-level debug");
+        let cli =
+            ok("serve -c /etc/wd.yaml --addr 127.0.0.1:9 --set scan.interval=5m --log-level debug");
         assert_eq!(cli.config_file, Some(PathBuf::from("/etc/wd.yaml")));
         assert_eq!(
             cli.overrides,
@@ -250,7 +251,10 @@ mod tests {
                 ("logging.level".to_string(), "debug".to_string()),
             ]
         );
-        assert_eq!(ok("config --config=x.yaml").config_file, Some("x.yaml".into()));
+        assert_eq!(
+            ok("config --config=x.yaml").config_file,
+            Some("x.yaml".into())
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUN: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UPDATES: u8 = 3;
+pub const EXIT_FAILED: u8 = 4;
 
 /// Runs a command (not help/version, which need no config) and returns its exit code.
 pub fn run(command: &Command, loaded: &Loaded) -> u8 {
@@ -29,9 +31,17 @@ pub fn run(command: &Command, loaded: &Loaded) -> u8 {
             Ok(EXIT_OK)
         }
         Command::Healthcheck => healthcheck(cfg),
-        Command::Check { .. } | Command::Update { .. } => Err(
-            "this command needs the registry check, which this build does not include yet".into(),
-        ),
+        Command::Check {
+            json,
+            fail_on_update,
+            fail_on_error,
+            names,
+        } => check(cfg, *json, *fail_on_update, *fail_on_error, names),
+        Command::Update {
+            dry_run,
+            all,
+            names,
+        } => update(cfg, *dry_run, *all, names),
         Command::Help | Command::Version => Ok(EXIT_OK),
     };
     match result {
@@ -214,6 +224,172 @@ fn healthcheck(cfg: &Config) -> Result<u8, Box<dyn Error>> {
     } else {
         Err(format!("GET {url}: answered {}", resp.status()).into())
     }
+}
+
+/// Picks the named containers (name, full id or unique id prefix); every one when `names` is empty.
+fn select<'a>(
+    containers: &'a [crate::model::ContainerInfo],
+    names: &[String],
+) -> Result<Vec<&'a crate::model::ContainerInfo>, Box<dyn Error>> {
+    if names.is_empty() {
+        return Ok(containers.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            let n = n.trim_start_matches('/');
+            containers
+                .iter()
+                .find(|c| c.name == n || c.id == n)
+                .or_else(|| {
+                    let mut m = containers.iter().filter(|c| c.id.starts_with(n));
+                    match (m.next(), m.next()) {
+                        (Some(c), None) => Some(c),
+                        _ => None,
+                    }
+                })
+                .ok_or_else(|| format!("no container {n:?} among the discovered containers").into())
+        })
+        .collect()
+}
+
+fn check(
+    cfg: &Config,
+    json: bool,
+    fail_on_update: bool,
+    fail_on_error: bool,
+    names: &[String],
+) -> Result<u8, Box<dyn Error>> {
+    let engine = engine(cfg)?;
+    let d = crate::daemon::discover_now(&engine, cfg.docker.include_stopped)?;
+    let chosen: Vec<crate::model::ContainerInfo> =
+        select(&d.containers, names)?.into_iter().cloned().collect();
+    let scanner = crate::daemon::build_scanner(cfg, &engine)?;
+    let (checks, _) = scanner.scan(&chosen, &jiff::Timestamp::now().to_string());
+    let views: Vec<crate::state::ContainerView> = chosen
+        .iter()
+        .map(|c| crate::daemon::view(c, checks.iter().find(|k| k.container_id == c.id), cfg))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        print!("{}", check_table(&views));
+    }
+    let errors = views
+        .iter()
+        .any(|v| v.status == crate::model::Status::Error);
+    let updates = views
+        .iter()
+        .any(|v| v.status == crate::model::Status::UpdateAvailable);
+    Ok(if fail_on_error && errors {
+        EXIT_FAILED
+    } else if fail_on_update && updates {
+        EXIT_UPDATES
+    } else {
+        EXIT_OK
+    })
+}
+
+/// The human table of `check`.
+pub fn check_table(views: &[crate::state::ContainerView]) -> String {
+    let digest = |d: &Option<String>| {
+        d.as_deref()
+            .map(|d| short(d).to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATUS".into(),
+        "IMAGE".into(),
+        "CURRENT".into(),
+        "REMOTE".into(),
+        "POLICY".into(),
+        "NOTE".into(),
+    ]];
+    for v in views {
+        rows.push([
+            v.name.clone(),
+            v.status.as_str().to_string(),
+            v.image.clone(),
+            digest(&v.current_digest),
+            digest(&v.remote_digest),
+            serde_json::to_value(v.update_policy)
+                .ok()
+                .and_then(|p| p.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            v.error
+                .clone()
+                .or_else(|| v.skip_reason.clone())
+                .or_else(|| v.update_policy_reason.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    table(&rows)
+}
+
+fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8, Box<dyn Error>> {
+    let engine = engine(cfg)?;
+    let scanner = std::sync::Arc::new(std::sync::OnceLock::new());
+    let env = crate::daemon::JobEnv::new(cfg, engine.clone(), scanner);
+    let snapshot = crate::state::Snapshot::default();
+    // A crash of an earlier run is mended before anything else is touched.
+    let startup = env.run(
+        &crate::daemon::Work::Startup { scan: false },
+        false,
+        &snapshot,
+    );
+    if let Some(e) = startup.error {
+        return Err(e.into());
+    }
+    let out = if all {
+        env.run(&crate::daemon::Work::Batch { dry_run }, true, &snapshot)
+    } else {
+        let d = crate::daemon::discover_now(&engine, true)?;
+        let reqs = select(&d.containers, names)?
+            .into_iter()
+            .map(|c| crate::updater::UpdateRequest {
+                container: c.id.clone(),
+                image: None,
+                rollback: false,
+                dry_run,
+            })
+            .collect();
+        let snap = crate::state::Snapshot {
+            containers: d
+                .containers
+                .iter()
+                .map(crate::state::ContainerView::unchecked)
+                .collect(),
+            ..Default::default()
+        };
+        env.run(&crate::daemon::Work::Update(reqs), true, &snap)
+    };
+    if let Some(e) = &out.error {
+        return Err(e.clone().into());
+    }
+    let mut rows = vec![["NAME".to_string(), "RESULT".into(), "DETAIL".into()]];
+    for r in &out.results {
+        let detail = match (&r.steps, &r.error) {
+            (Some(steps), _) => steps.join("; "),
+            (None, Some(e)) => e.clone(),
+            (None, None) => format!(
+                "{} -> {}",
+                r.from_image.as_deref().map(short).unwrap_or("-"),
+                r.to_image.as_deref().map(short).unwrap_or("-")
+            ),
+        };
+        rows.push([r.container.clone(), r.outcome.clone(), detail]);
+    }
+    if out.results.is_empty() {
+        println!("nothing to update");
+    } else {
+        print!("{}", table(&rows));
+    }
+    let failed = out
+        .results
+        .iter()
+        .any(|r| r.outcome == "failed" || r.outcome == "rolledBack");
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
 
 #[cfg(test)]

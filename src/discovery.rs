@@ -164,7 +164,9 @@ fn id_in_path(path: &str) -> Option<String> {
 }
 
 fn is_full_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Reads the process's view of itself and returns our container id, if we are in one.
@@ -212,7 +214,10 @@ mod tests {
     #[test]
     fn not_in_a_container() {
         let mi = "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n";
-        assert_eq!(self_container_id("0::/user.slice/session-1.scope\n", mi), None);
+        assert_eq!(
+            self_container_id("0::/user.slice/session-1.scope\n", mi),
+            None
+        );
         assert_eq!(self_container_id("", ""), None);
         // Upper-case or short hex is not a container id.
         assert_eq!(self_container_id("0::/docker/ABC\n", ""), None);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod docker;
+pub mod jobs;
 pub mod labels;
 pub mod logging;
 pub mod metrics;

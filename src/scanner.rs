@@ -6,7 +6,9 @@
 use crate::config::PolicyConfig;
 use crate::model::{ContainerInfo, Platform, Status};
 use crate::policy::{self, CheckDecision, ImageFacts, RefFacts};
-use crate::registry::{digest_for_repository, Reference, RegistryClient, RemoteDigest};
+use crate::registry::{
+    digest_for_repository, digests_for_repository, Reference, RegistryClient, RemoteDigest,
+};
 use crate::tags;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,10 +68,17 @@ pub struct Scanner {
     tag_lists: Mutex<HashMap<String, Cached<Vec<String>>>>,
 }
 
-/// What the policy left to ask of a registry for one container.
-struct Planned<'a> {
-    container: &'a ContainerInfo,
-    reference: Reference,
+/// What the policy decided for one container before any registry is asked.
+enum Plan {
+    /// Ask the registry about this reference.
+    Ask(Reference),
+    /// Settled without the registry: `Skipped` or `Error`, with the reason. `semver` is the
+    /// reference when its tag is strict semver (for `scan.newerVersions`).
+    Settled {
+        status: Status,
+        reason: String,
+        semver: Option<Reference>,
+    },
 }
 
 /// The work for one distinct reference: the remote digest, then one verdict per distinct local image.
@@ -98,26 +107,25 @@ impl Scanner {
     }
 
     /// Checks `containers`; `now` is the RFC 3339 time written as `lastCheckedAt`.
-    pub fn scan(
-        &self,
-        containers: &[ContainerInfo],
-        now: &str,
-    ) -> (Vec<CheckResult>, ScanSummary) {
+    pub fn scan(&self, containers: &[ContainerInfo], now: &str) -> (Vec<CheckResult>, ScanSummary) {
         let started = Instant::now();
         let mut results: BTreeMap<String, CheckResult> = BTreeMap::new();
         let mut planned = Vec::new();
         let mut newer_for: Vec<(&ContainerInfo, Reference)> = Vec::new();
         for c in containers {
             match self.plan(c) {
-                Ok(Some(p)) => {
+                Plan::Ask(reference) => {
                     if self.opts.newer_versions {
-                        newer_for.push((c, p.reference.clone()));
+                        newer_for.push((c, reference.clone()));
                     }
-                    planned.push(p)
+                    planned.push((c, reference));
                 }
-                Ok(None) => {}
-                Err((status, reason, reference)) => {
-                    if let (true, Some(r)) = (self.opts.newer_versions, reference) {
+                Plan::Settled {
+                    status,
+                    reason,
+                    semver,
+                } => {
+                    if let (true, Some(r)) = (self.opts.newer_versions, semver) {
                         newer_for.push((c, r));
                     }
                     let mut r = base_result(c, now, status);
@@ -132,15 +140,15 @@ impl Scanner {
 
         // One task per distinct reference, however many containers use it.
         let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
-        for p in planned {
+        for (c, reference) in planned {
             tasks
-                .entry(p.reference.to_string())
+                .entry(reference.to_string())
                 .or_insert_with(|| Task {
-                    reference: p.reference.clone(),
+                    reference,
                     users: vec![],
                 })
                 .users
-                .push(p.container);
+                .push(c);
         }
         let tasks: Vec<Task> = tasks.into_values().collect();
         let fetched = AtomicUsize::new(0);
@@ -217,30 +225,34 @@ impl Scanner {
         (results, summary)
     }
 
-    /// The reference to ask about, or why not: `Err((Skipped|Error, reason, reference if parsed))`.
-    #[allow(clippy::type_complexity)]
-    fn plan<'a>(
-        &self,
-        c: &'a ContainerInfo,
-    ) -> Result<Option<Planned<'a>>, (Status, String, Option<Reference>)> {
+    /// The reference to ask about, or the status settled without asking.
+    fn plan(&self, c: &ContainerInfo) -> Plan {
+        let settled = |status, reason: &str, semver| Plan::Settled {
+            status,
+            reason: reason.to_string(),
+            semver,
+        };
         if c.is_self {
-            return Err((Status::Skipped, "self".into(), None));
+            return settled(Status::Skipped, "self", None);
         }
         // `docker run <image id>` leaves an id, not a reference: there is no tag to follow.
         if is_image_id(&c.image, &c.image_id) {
-            return Err((
+            return settled(
                 Status::Skipped,
-                "created from an image id (no tag to follow)".into(),
+                "created from an image id (no tag to follow)",
                 None,
-            ));
+            );
         }
-        let reference = Reference::parse(&c.image).map_err(|e| {
-            (
-                Status::Error,
-                format!("invalid image reference: {e}"),
-                None,
-            )
-        })?;
+        let reference = match Reference::parse(&c.image) {
+            Ok(r) => r,
+            Err(e) => {
+                return settled(
+                    Status::Error,
+                    &format!("invalid image reference: {e}"),
+                    None,
+                )
+            }
+        };
         let facts = RefFacts {
             tag: reference.tag.as_deref(),
             has_digest: reference.digest.is_some(),
@@ -254,7 +266,7 @@ impl Scanner {
         match policy::check_decision(c, &facts, &image, &self.policy) {
             CheckDecision::Skip { reason } => {
                 let semver = reference.tag.as_deref().is_some_and(tags::is_strict_semver);
-                Err((Status::Skipped, reason, semver.then_some(reference)))
+                settled(Status::Skipped, &reason, semver.then_some(reference))
             }
             CheckDecision::Check { .. } => {
                 // A digest reference reaches here only to follow its tag (force, or
@@ -264,10 +276,28 @@ impl Scanner {
                 if reference.tag.is_none() {
                     reference.tag = Some("latest".into());
                 }
-                Ok(Some(Planned {
-                    container: c,
-                    reference,
-                }))
+                Plan::Ask(reference)
+            }
+        }
+    }
+
+    /// Drops the cached remote digests of these image references (what an update just pulled:
+    /// the registry has moved on from what the cache holds), or all of them with `None` (an
+    /// explicit "scan now").
+    pub fn forget(&self, images: Option<&[String]>) {
+        let mut cache = lock(&self.digests);
+        match images {
+            None => cache.clear(),
+            Some(images) => {
+                for i in images {
+                    if let Ok(mut r) = Reference::parse(i) {
+                        r.digest = None;
+                        if r.tag.is_none() {
+                            r.tag = Some("latest".into());
+                        }
+                        cache.remove(&r.to_string());
+                    }
+                }
             }
         }
     }
@@ -320,8 +350,11 @@ impl Scanner {
         task.users
             .iter()
             .map(|c| {
-                let local = digest_for_repository(&c.repo_digests, &task.reference);
-                let verdict = if local.as_deref() == Some(remote.digest.as_str()) {
+                let mut local = digest_for_repository(&c.repo_digests, &task.reference);
+                let verdict = if digests_for_repository(&c.repo_digests, &task.reference)
+                    .any(|d| d == remote.digest)
+                {
+                    local = Some(remote.digest.clone());
                     Ok(false)
                 } else {
                     verdicts

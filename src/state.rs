@@ -102,6 +102,8 @@ pub struct Snapshot {
     pub discovered_at: Option<String>,
     /// Why the last discovery failed, if it did.
     pub discovery_error: Option<String>,
+    /// The scheduled jobs and recent runs (`GET /api/jobs`).
+    pub jobs: Vec<crate::jobs::JobRecord>,
 }
 
 /// Shared between the daemon (the one writer) and the API threads (readers).

@@ -24,4 +24,6 @@ pub mod token;
 pub use challenge::{Challenge, ChallengeError};
 pub use client::{ErrorKind, RegistryClient, RegistryError, RegistryStats, RemoteDigest};
 pub use credentials::{Credential, CredentialError, CredentialStore, LookupEnv};
-pub use reference::{digest_for_repository, Reference, ReferenceError, ReferenceProblem};
+pub use reference::{
+    digest_for_repository, digests_for_repository, Reference, ReferenceError, ReferenceProblem,
+};

@@ -360,7 +360,17 @@ fn validate_digest(d: &str) -> Result<(), ReferenceProblem> {
 /// The digest among an image's `RepoDigests` (`nginx@sha256:...`, as the engine stores them) whose
 /// normalised repository is the reference's. Entries that do not parse are ignored.
 pub fn digest_for_repository(repo_digests: &[String], reference: &Reference) -> Option<String> {
-    repo_digests.iter().find_map(|entry| {
+    digests_for_repository(repo_digests, reference).next()
+}
+
+/// Every digest of the reference's repository among `RepoDigests`: the classic store keeps the old
+/// index digest beside the new one when a re-pulled multi-platform tag changed only for other
+/// platforms, so "up to date" means "the remote digest is among them", not "equals the first".
+pub fn digests_for_repository<'a>(
+    repo_digests: &'a [String],
+    reference: &'a Reference,
+) -> impl Iterator<Item = String> + 'a {
+    repo_digests.iter().filter_map(|entry| {
         let r = parse(entry).ok()?;
         (r.registry == reference.registry && r.repository == reference.repository)
             .then_some(r.digest)

@@ -56,9 +56,10 @@ fn kit_image_and_container_with_env_label_and_port() {
         });
         assert_eq!(body, image_ref);
 
-        // The trapped TERM makes a stop quick; the stop succeeds either way.
+        // The trapped TERM ends PID 1 itself: exit code 0, not 137 (killed after the timeout).
         fixtures::docker_ok(&["stop", ctr.id()]);
         assert_eq!(ctr.inspect()["State"]["Running"], false);
+        assert_eq!(ctr.inspect()["State"]["ExitCode"], 0);
     }
     assert_no_containers(&prefix);
     assert!(inspect("image", &image_ref).is_none(), "image left behind");
@@ -109,6 +110,15 @@ fn kit_networks_volumes_and_static_ips() {
         assert!(consumer.inspect()["HostConfig"]["NetworkMode"]
             .as_str()
             .is_some_and(|m| m.starts_with("container:")));
+
+        let ephemeral = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-rm"))
+            .rm()
+            .run();
+        fixtures::docker_ok(&["stop", ephemeral.id()]);
+        fixtures::wait_for("the --rm container to go", Duration::from_secs(20), || {
+            ephemeral.inspect_current().is_none().then_some(())
+        });
     }
     assert_no_containers(&prefix);
     assert!(
@@ -173,6 +183,16 @@ fn kit_basic_auth_registry_needs_and_takes_credentials() {
         .docker_config_dir()
         .expect("a config dir for an auth registry");
     assert!(config.join("config.json").exists());
+
+    // skopeo pushes indexes with the same credentials; the engine pulls them with its config.
+    let layout = OciIndexBuilder::standard().write();
+    let index = layout.push(&registry, &format!("{prefix}/multi:1"));
+    index.pull();
+    let digests = index.repo_digests();
+    assert!(
+        digests.iter().any(|d| d.ends_with(layout.index_digest())),
+        "{digests:?}"
+    );
 }
 
 #[test]
@@ -195,6 +215,21 @@ fn kit_token_auth_registry_round_trip_through_the_issuer() {
         pushed.repo_digests(),
         vec![format!("{}@{}", pushed.repository(), pushed.digest())]
     );
+    let layout = OciIndexBuilder::new()
+        .platform("linux/amd64")
+        .platform("linux/arm64")
+        .write();
+    let index = layout.push(&registry, &format!("{repo}:multi"));
+    index.pull();
+    assert_eq!(
+        registry.head_digest(&repo, "multi").as_deref(),
+        Some(layout.index_digest())
+    );
+    assert_eq!(
+        registry.delete_manifest(&repo, layout.index_digest()),
+        Ok(202)
+    );
+    assert_eq!(registry.head_digest(&repo, "multi"), None);
     assert!(issuer.requests() > 0);
     let scopes = issuer.scopes();
     assert!(
@@ -285,8 +320,27 @@ fn kit_multi_platform_index_round_trip() {
             v2.manifest_digest("linux/arm64")
         );
         assert_ne!(v1.index_digest(), v2.index_digest());
+        assert_eq!(
+            registry
+                .head_digest(&format!("{prefix}/multi"), "1")
+                .as_deref(),
+            Some(v1.index_digest())
+        );
         let pushed2 = v2.push(&registry, &repo_tag);
         assert_eq!(pushed2.index_digest(), v2.index_digest());
+        assert_eq!(
+            registry
+                .head_digest(&format!("{prefix}/multi"), "1")
+                .as_deref(),
+            Some(v2.index_digest())
+        );
+        // Same amd64 image for the engine, but the tag now resolves to the new index.
+        let again = pushed2.pull();
+        assert_eq!(again["Id"], image["Id"]);
+        let new_digest = format!("{}/{prefix}/multi@{}", registry.host(), v2.index_digest());
+        // The classic image store keeps the old index digest beside the new one.
+        let digests = pushed2.repo_digests();
+        assert!(digests.contains(&new_digest), "{digests:?}");
         assert!(
             v2.manifest_digest("unknown/unknown").is_some(),
             "attestation entry"
@@ -297,4 +351,72 @@ fn kit_multi_platform_index_round_trip() {
         inspect("image", &reference).is_none(),
         "pulled index left behind"
     );
+}
+
+#[test]
+fn kit_token_registry_with_anonymous_pull() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let prefix = unique("kitanon");
+    let registry = Registry::start_token_auth(
+        TokenOptions::new()
+            .credentials("carol", "pw")
+            .anonymous_pull(true)
+            .access_token_field(true),
+    );
+    let issuer = registry.issuer().expect("issuer");
+    let image = Image::build(&format!("{prefix}:v1")).create();
+    let pushed = image.push_to(&registry, &format!("{prefix}/app:v1"));
+
+    // No credentials: the engine still pulls, with a pull-only token.
+    fixtures::docker_ok(&["rmi", pushed.reference()]);
+    fixtures::docker_ok(&["pull", pushed.reference()]);
+    assert_eq!(
+        pushed.repo_digests(),
+        vec![format!("{}@{}", pushed.repository(), pushed.digest())]
+    );
+
+    // ...but cannot push with it.
+    let other = registry.reference(&format!("{prefix}/app:v2"));
+    fixtures::docker_ok(&["tag", image.name_tag(), &other]);
+    let denied = fixtures::docker(&["push", &other]);
+    let _ = fixtures::docker(&["rmi", &other]);
+    assert!(denied.is_err(), "anonymous push must be refused");
+    assert!(issuer.requests() > 0);
+}
+
+#[test]
+fn kit_healthchecks_from_image_and_from_run_flags() {
+    if !fixtures::require_engine() {
+        return;
+    }
+    let prefix = unique("kithealth");
+    {
+        let image = Image::build(&format!("{prefix}:v1"))
+            .healthcheck(
+                "test -f /etc/wdtest-image",
+                Duration::from_millis(200),
+                3,
+                Duration::ZERO,
+            )
+            .stop_signal("SIGTERM")
+            .create();
+        let healthy = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-ok"))
+            .run();
+        healthy.wait_health("healthy", Duration::from_secs(30));
+
+        let sick = ContainerBuilder::new(image.name_tag())
+            .name(&format!("{prefix}-sick"))
+            .healthcheck(
+                "test -f /nonexistent",
+                Duration::from_millis(200),
+                1,
+                Duration::ZERO,
+            )
+            .run();
+        sick.wait_health("unhealthy", Duration::from_secs(30));
+    }
+    assert_no_containers(&prefix);
 }

@@ -1,0 +1,178 @@
+//! Crash recovery (SPEC §6 "Crash safety"): run once at start, before any update, it finishes or
+//! reverts every update a dead process left behind, so that exactly one container with the
+//! original name exists, in the state the old one was in, with its configuration.
+//!
+//! All it reads is on the engine (no state file; the scratch image's root may be read-only):
+//! - a parked container `<name>-wd-old-<short>-<policy>-<run|stop>` (see `names`): its name gives
+//!   the original name, the restart policy to restore and whether it was running;
+//! - the container now holding `<name>`, if any, and its `watchdocker.update-of` label.
+//!
+//! For each parked container:
+//! - nobody holds `<name>` (died between the rename and the create): revert — rename back,
+//!   restore the policy, start it if it was running;
+//! - the holder is its replacement (`update-of` = its id) and runs: wait as an update would
+//!   (healthy, or steady for `settleTime`); proven → finish (remove the parked one, or keep it as
+//!   `-wd-prev-`), else revert (remove the replacement first);
+//! - the replacement exists but does not run (died before or at the start): revert;
+//! - someone else holds `<name>` (the user made a new one): leave the parked one alone, say so.
+//!
+//! A `--rm` container is gone once stopped; its replacement was created before the stop and
+//! carries `update-of` (and `start-after-update` when the old one ran). One that was never
+//! started while the old one is gone (died between the stop and the start) is started: it is the
+//! only copy left.
+
+use super::executor::{Old, UpdateError, Updater};
+use super::names::{self, RestartPolicy, START_AFTER_UPDATE, UPDATE_OF};
+use serde_json::Value;
+
+impl Updater {
+    /// Finishes or reverts interrupted updates. Returns one human-readable line per action.
+    pub fn recover(&self) -> Vec<String> {
+        let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
+            Ok(all) => all,
+            Err(e) => return vec![format!("recovery: list containers: {e}")],
+        };
+        let mut report = Vec::new();
+        for c in &all {
+            let name = c["Names"][0].as_str().unwrap_or("");
+            let Some(parked) = names::parse_parked(name) else {
+                continue;
+            };
+            let id = c["Id"].as_str().unwrap_or_default();
+            let line = match self.recover_parked(id, &parked) {
+                Ok(line) => line,
+                Err(e) => format!("recovery of {}: {e}", parked.original),
+            };
+            log::warn!(component = "updater", container = parked.original.as_str(),
+                action = "recover"; "{line}");
+            report.push(line);
+        }
+        for c in &all {
+            let Some(old_id) = c["Labels"][UPDATE_OF].as_str() else {
+                continue;
+            };
+            let name = c["Names"][0].as_str().unwrap_or("").trim_start_matches('/');
+            let old_left = all.iter().any(|o| o["Id"].as_str() == Some(old_id));
+            if old_left || names::parse_parked(name).is_some() {
+                continue;
+            }
+            let id = c["Id"].as_str().unwrap_or_default();
+            let line = match self.recover_orphan(id, name) {
+                Ok(Some(line)) => line,
+                Ok(None) => continue,
+                Err(e) => format!("recovery of {name}: {e}"),
+            };
+            log::warn!(component = "updater", container = name, action = "recover"; "{line}");
+            report.push(line);
+        }
+        report
+    }
+
+    fn recover_parked(&self, id: &str, parked: &names::Parked) -> Result<String, UpdateError> {
+        let engine_err = |what: &'static str| {
+            let container = parked.original.clone();
+            move |e: crate::docker::EngineError| UpdateError::Engine {
+                container: container.clone(),
+                source: e.context(what),
+            }
+        };
+        let inspect = self
+            .engine
+            .inspect_container_raw(id)
+            .map_err(engine_err("inspect parked container"))?;
+        let mut old = Old::from_inspect(inspect)?;
+        old.name = parked.original.clone();
+        let current = RestartPolicy::of(&old.inspect);
+        let restore_policy = parked.policy.clone().filter(|p| *p != current);
+        if let Some(p) = &restore_policy {
+            old.policy = p.clone();
+        }
+        let start = parked.was_running.unwrap_or(true);
+        let revert = |why: &str| -> Result<String, UpdateError> {
+            self.restore(&old, true, restore_policy.is_some(), start)?;
+            Ok(format!(
+                "reverted the interrupted update of {} ({why}): the old container is back{}",
+                old.name,
+                if start { " and running" } else { "" }
+            ))
+        };
+
+        let holder = match self.engine.inspect_container_raw(&parked.original) {
+            Ok(h) => Some(h),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(engine_err("inspect the container holding the name")(e)),
+        };
+        let Some(holder) = holder else {
+            return revert("no replacement was created");
+        };
+        let holder_id = holder["Id"].as_str().unwrap_or_default().to_string();
+        if holder["Config"]["Labels"][UPDATE_OF].as_str() != Some(old.id.as_str()) {
+            return Ok(format!(
+                "left {} parked: another container ({}) now holds the name {}",
+                parked_display(&old.id, parked),
+                short(&holder_id),
+                old.name
+            ));
+        }
+        let running = holder.pointer("/State/Running").and_then(Value::as_bool) == Some(true);
+        if running && start {
+            match self.wait_ready(&old.name, &holder_id) {
+                Ok(()) => {
+                    old.auto_remove = false;
+                    self.finish_old(&old);
+                    return Ok(format!(
+                        "finished the interrupted update of {}: the new container is proven",
+                        old.name
+                    ));
+                }
+                Err(e) => {
+                    self.remove(&holder_id, true)
+                        .map_err(engine_err("remove the unproven replacement"))?;
+                    return revert(&e.to_string());
+                }
+            }
+        }
+        self.remove(&holder_id, true)
+            .map_err(engine_err("remove the unstarted replacement"))?;
+        revert("the replacement was never started")
+    }
+
+    /// A replacement whose old container is gone (`--rm`): start it if it never ran.
+    fn recover_orphan(&self, id: &str, name: &str) -> Result<Option<String>, UpdateError> {
+        let inspect = self
+            .engine
+            .inspect_container_raw(id)
+            .map_err(|e| UpdateError::Engine {
+                container: name.to_string(),
+                source: e.context("inspect"),
+            })?;
+        let never_started = inspect
+            .pointer("/State/StartedAt")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with("0001-"));
+        let meant_to_run = inspect["Config"]["Labels"][START_AFTER_UPDATE].as_str() == Some("true");
+        if !never_started || !meant_to_run {
+            return Ok(None);
+        }
+        self.start(id).map_err(|e| UpdateError::Engine {
+            container: name.to_string(),
+            source: e.context("start"),
+        })?;
+        Ok(Some(format!(
+            "started {name}: its update was interrupted after the old --rm container removed itself"
+        )))
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn parked_display(id: &str, parked: &names::Parked) -> String {
+    format!(
+        "{}-wd-old-{} ({})",
+        parked.original,
+        parked.short_id,
+        short(id)
+    )
+}
