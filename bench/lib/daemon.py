@@ -21,21 +21,25 @@ class Missing(Exception):
 
 
 class Daemon:
-    def __init__(self, binary, workdir, overrides, cpu=None, log_name="daemon.log"):
+    instances = 0
+
+    def __init__(self, binary, workdir, overrides, cpu=None):
         self.binary = binary
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         home = os.path.join(workdir, "home")
         os.makedirs(home, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
-        args = [binary, "serve", "--set", f"server.addr={self.addr}",
-                "--set", f"server.token={ADMIN_TOKEN}", "--set", f"server.readToken={READ_TOKEN}",
-                "--set", "logging.level=warn"]
-        for k, v in overrides.items():
+        settings = {"server.addr": self.addr, "server.token": ADMIN_TOKEN, "server.readToken": READ_TOKEN,
+                    "logging.level": "warn", "logging.format": "json"}
+        settings.update(overrides)
+        args = [binary, "serve"]
+        for k, v in settings.items():
             args += ["--set", f"{k}={v}"]
         if cpu is not None:
             args = ["taskset", "-c", str(cpu)] + args
-        self.log_path = os.path.join(workdir, log_name)
+        Daemon.instances += 1
+        self.log_path = os.path.join(workdir, f"daemon-{Daemon.instances}.log")
         log = open(self.log_path, "a")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(args, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -80,12 +84,23 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
 
-    def log(self):
+    def log(self, tail=4000):
         try:
             with open(self.log_path) as f:
-                return f.read()[-4000:]
+                text = f.read()
+                return text[-tail:] if tail else text
         except OSError:
             return ""
+
+    def log_records(self):
+        """The JSON log lines written so far, parsed (other lines skipped)."""
+        out = []
+        for line in self.log(tail=0).splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
 
     # --- memory ----------------------------------------------------------------------------
 

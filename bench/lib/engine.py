@@ -125,7 +125,12 @@ def stale_runs():
     for r in runs:
         # Run ids are <pid>-<random>; the run is stale when that pid is not alive.
         pid = r.split("-", 1)[0]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                alive = b"bench/run" in f.read()
+        except OSError:
+            alive = False
+        if pid.isdigit() and not alive:
             stale.append(r)
     return stale
 

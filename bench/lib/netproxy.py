@@ -160,6 +160,7 @@ class LatencyProxy:
         self.rtt = 0.0
         self.lock = threading.Lock()
         self.counts = collections.Counter()
+        self.times = []  # (monotonic arrival time, kind) of each request
         self.connections = 0
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -184,9 +185,16 @@ class LatencyProxy:
             self.connections = 0
         return counts
 
-    def _count(self, method, target):
+    def take_times(self):
         with self.lock:
-            self.counts[classify(method, target)] += 1
+            out, self.times = self.times, []
+        return out
+
+    def _count(self, method, target):
+        kind = classify(method, target)
+        with self.lock:
+            self.counts[kind] += 1
+            self.times.append((time.monotonic(), kind))
 
     def close(self):
         self.stopped = True

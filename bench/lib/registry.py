@@ -54,6 +54,7 @@ class TokenIssuer:
         self.x5c = base64.b64encode(der).decode()
         self.jti = 0
         self.lock = threading.Lock()
+        self.scopes_asked = []  # the number of scopes of each token request
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,6 +65,8 @@ class TokenIssuer:
                 if url.path != "/token":
                     return self._answer(404, {"errors": [{"code": "NOT_FOUND"}]})
                 scopes = [v for k, v in urllib.parse.parse_qsl(url.query) if k == "scope"]
+                with issuer.lock:
+                    issuer.scopes_asked.append(sum(len(s.split(" ")) for s in scopes))
                 try:
                     token = issuer.mint(scopes)
                 except subprocess.CalledProcessError as e:
@@ -85,6 +88,11 @@ class TokenIssuer:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, name="token-issuer", daemon=True).start()
+
+    def take_scopes(self):
+        with self.lock:
+            out, self.scopes_asked = self.scopes_asked, []
+        return out
 
     def mint(self, scopes):
         now = int(time.time())
