@@ -114,6 +114,13 @@ class Daemon:
                     return int(line.split()[1])
         raise RuntimeError(f"no {field} in /proc/{self.proc.pid}/status")
 
+    def memory_note(self):
+        """`RssAnon a, RssFile f, VmHWM h KiB, n threads` from /proc/<pid>/status."""
+        anon, file_, hwm = (self.status_kib(k) for k in ("RssAnon", "RssFile", "VmHWM"))
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            threads = next((line.split()[1] for line in f if line.startswith("Threads:")), "?")
+        return f"RssAnon {anon}, RssFile {file_}, VmHWM {hwm} KiB, {threads} threads"
+
     def settled_rss_kib(self, quiet=1.0, timeout=10.0):
         """VmRSS once it has not changed for `quiet` seconds (or at the timeout)."""
         deadline = time.monotonic() + timeout
