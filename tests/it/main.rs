@@ -3,6 +3,7 @@
 
 mod fixtures;
 
+mod check;
 mod engine;
 mod kit_selftest;
 mod update;
