@@ -101,13 +101,25 @@ mod tests {
         );
         assert!(!p.html.contains(STYLE_MARK) && !p.html.contains(SCRIPT_MARK));
         // Nothing that could load from elsewhere: no absolute URL, no external script or sheet.
-        for needle in ["http:", "https:", "src=", "<link rel=\"stylesheet\"", "@import"] {
+        for needle in [
+            "http:",
+            "https:",
+            "src=",
+            "<link rel=\"stylesheet\"",
+            "@import",
+        ] {
             assert!(!p.html.contains(needle), "page contains {needle:?}");
         }
         // The closing tags cannot appear early inside the blocks.
         assert!(!STYLE.contains("</style") && !SCRIPT.contains("</script"));
         // Data is rendered as text: the script never parses HTML.
-        for needle in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!SCRIPT.contains(needle), "script uses {needle}");
         }
     }
@@ -119,8 +131,12 @@ mod tests {
         let script = only_block(&p.html, "<script>", "</script>");
         assert_eq!(style, STYLE);
         assert_eq!(script, SCRIPT);
-        assert!(p.csp.contains(&format!("script-src {};", source_hash(script))));
-        assert!(p.csp.contains(&format!("style-src {};", source_hash(style))));
+        assert!(p
+            .csp
+            .contains(&format!("script-src {};", source_hash(script))));
+        assert!(p
+            .csp
+            .contains(&format!("style-src {};", source_hash(style))));
         assert!(p.csp.starts_with("default-src 'none';"));
         for d in [
             "connect-src 'self'",
@@ -206,6 +222,9 @@ mod tests {
     fn off_when_ui_is_false() {
         let (status, _, body) = get_root(false);
         assert_eq!(status, 404);
-        assert!(body.contains("40400") && body.contains("server.ui"), "{body}");
+        assert!(
+            body.contains("40400") && body.contains("server.ui"),
+            "{body}"
+        );
     }
 }

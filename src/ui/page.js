@@ -26,7 +26,7 @@ function h(tag, attrs, ...kids) {
     else if (k === 'disabled') e.disabled = true;
     else e.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of kids.flat()) if (c != null && c !== false) e.append(c instanceof Node ? c : String(c));
+  for (const c of kids.flat(Infinity)) if (c != null && c !== false) e.append(c instanceof Node ? c : String(c));
   return e;
 }
 
@@ -200,12 +200,12 @@ function row(c) {
   const rbWhy = why || (busy ? 'busy' : c.previousImage ? '' : 'no previous image recorded: not updated by watch-docker yet');
   return h('tr', {'data-id': c.id, 'data-status': c.status, class: busy ? 'busy' : ''},
     cell('Name', 'name', h('strong', {}, c.name), c.running ? '' : h('span', {class: 'muted'}, ' (' + (c.state || 'stopped') + ')'),
-      labels.length ? h('details', {}, h('summary', {}, labels.length + ' labels'),
+      labels.length ? h('details', {}, h('summary', {}, labels.length + (labels.length > 1 ? ' labels' : ' label')),
         h('ul', {}, labels.map(([k, v]) => h('li', {}, h('code', {}, k + '=' + v))))) : ''),
     cell('Image', 'img', h('code', {}, c.image)),
     cell('Status', 'st', h('span', {class: 'badge b-' + c.status, 'data-status': c.status, title: c.status}, LABEL[c.status] || c.status)),
     cell('Digest', 'dig', digest),
-    cell('Reason / error', 'why', c.error ? h('span', {class: 'err'}, c.error) : c.skipReason || ''),
+    cell('Reason / error', 'why', c.error ? h('span', {class: 'err'}, c.error) : c.skipReason || h('span', {class: 'muted'}, '—')),
     cell('Policy', 'pol', c.updatePolicy || '', c.updatePolicyReason ? h('span', {class: 'muted'}, ' — ' + c.updatePolicyReason) : ''),
     cell('Last checked', 'chk', time(c.lastCheckedAt)),
     cell('Compose', 'cmp', c.composeProject ? [c.composeProject, c.composeService ? ' / ' + c.composeService : ''] : h('span', {class: 'muted'}, '—')),
@@ -251,9 +251,10 @@ $('t-form').addEventListener('submit', e => {
   setTok('read', $('t-read').value.trim());
   st.noAdmin = '';
   $('tok').close();
+  render();
   refresh();
 });
-$('t-forget').addEventListener('click', () => { setTok('admin', ''); setTok('read', ''); $('tok').close(); refresh(); });
+$('t-forget').addEventListener('click', () => { setTok('admin', ''); setTok('read', ''); $('tok').close(); render(); refresh(); });
 $('t-cancel').addEventListener('click', () => $('tok').close());
 
 // --- activity log ---
@@ -350,7 +351,7 @@ $('runall').addEventListener('click', async () => {
   const eligible = avail.filter(c => c.updatePolicy === 'auto' && !c.composeProject);
   const compose = avail.filter(c => c.composeProject);
   if (!await ask('Update all eligible containers?', [
-    eligible.length ? 'These ' + eligible.length + ' containers have an update and policy “auto”; each is pulled, stopped, recreated with the same settings and started, and rolled back if it fails: ' + eligible.map(c => c.name).join(', ') + '.'
+    eligible.length ? (eligible.length > 1 ? 'These ' + eligible.length + ' containers have' : 'This container has') + ' an update and policy “auto”: ' + eligible.map(c => c.name).join(', ') + '. Each is pulled, stopped, recreated with the same settings and started, and rolled back if it fails.'
       : 'No container shows an update with policy “auto” right now; the daemon checks again and updates what it finds.',
     'Compose containers are left alone' + (compose.length ? ' (' + compose.map(c => c.name).join(', ') + ')' : '') + ': update them with docker compose.',
     'Containers with policy “notify” or “skip” are left alone.'], 'Update all')) return;

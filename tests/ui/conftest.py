@@ -6,6 +6,7 @@ Everything created is named with a unique `wdtest-ui-` prefix and removed at tea
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -211,6 +212,16 @@ def browser():
         b.close()
 
 
+# Waits go through locators (playwright's own world): `wait_for_function` evaluates a string in the
+# page, which the page's CSP rightly refuses ('unsafe-eval').
+def wait_live(page):
+    page.locator("#conn", has_text=re.compile("^live")).wait_for()
+
+
+def wait_closed(page, dialog):
+    page.wait_for_selector(f"#{dialog}[open]", state="detached")
+
+
 class Watched:
     """A page with everything it does recorded: requests, dialogs, console messages."""
 
@@ -230,7 +241,7 @@ class Watched:
 
     def open(self, daemon):
         self.page.goto(daemon.url + "/")
-        self.page.wait_for_function("document.getElementById('conn').textContent.startsWith('live')")
+        wait_live(self.page)
         return self.page
 
     def csp_violations(self):

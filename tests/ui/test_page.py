@@ -25,8 +25,10 @@ from conftest import (
     build_image,
     docker,
     free_port,
+    wait_closed,
     wait_for,
     wait_listed,
+    wait_live,
 )
 
 BADGE_TEXT = {
@@ -59,7 +61,7 @@ def enter_token(page, admin="", read=""):
     page.fill("#t-admin", admin)
     page.fill("#t-read", read)
     page.press("#t-admin", "Enter")
-    page.wait_for_function("!document.getElementById('tok').open")
+    wait_closed(page, "tok")
 
 
 def test_headers_and_inline_blocks_match_the_csp(daemon):
@@ -135,7 +137,7 @@ def test_the_token_entered_is_sent_with_scan_now(daemon, containers, watched):
     w = watched()
     page = w.open(daemon)
     enter_token(page, admin=TOKEN)
-    assert page.is_enabled("#scan") and page.is_enabled("#runall")
+    wait_for("enabled buttons", lambda: page.is_enabled("#scan") and page.is_enabled("#runall"))
     assert page.text_content("#ro") == ""
     page.click("#scan")
     page.wait_for_selector("#confirm[open]")
@@ -191,7 +193,7 @@ def test_only_the_same_origin_is_contacted(daemon, containers, watched):
     page = w.open(daemon)
     enter_token(page, admin=TOKEN)
     page.locator("#rows tr").first.wait_for()
-    page.wait_for_function("document.getElementById('conn').textContent.startsWith('live')")
+    wait_live(page)
     urls = [r.url for r in w.requests]
     assert urls, "no request recorded"
     foreign = [u for u in urls if not (u.startswith(daemon.url + "/") or u.startswith("data:"))]
@@ -297,3 +299,157 @@ def test_update_from_the_page_recreates_the_container(watched):
         docker("rm", "-f", name, check=False)
         docker("rmi", "-f", ref, check=False)
         reg.stop()
+
+
+def contract_containers():
+    """Rows shaped like GET /api/containers, one per status, with every optional field used."""
+    base = {
+        "running": True, "skipped": False, "skipReason": None, "labels": {}, "imageId": "sha256:" + "1" * 64,
+        "state": "running", "error": None, "composeProject": None, "composeService": None,
+        "updatePolicy": "auto", "updatePolicyReason": None, "lastUpdatedAt": None, "previousImage": None,
+        "lastCheckedAt": "2026-11-29T06:30:00Z", "currentDigest": "sha256:" + "a" * 64,
+        "remoteDigest": "sha256:" + "a" * 64,
+    }
+    rows = [
+        {"id": "1" * 64, "name": "web", "image": "registry.test/web:1.1", "status": "UpdateAvailable",
+         "remoteDigest": "sha256:" + "b" * 64, "newerVersions": ["1.2.0", "2.0.0"],
+         "previousImage": "registry.test/web:1.0"},
+        {"id": "2" * 64, "name": "db", "image": "registry.test/db:16", "status": "Error",
+         "error": "HEAD registry.test/db:16: registry answered 401", "currentDigest": None, "remoteDigest": None},
+        {"id": "3" * 64, "name": "cache", "image": "registry.test/cache:7", "status": "UpdateAvailable",
+         "remoteDigest": "sha256:" + "c" * 64, "composeProject": "shop", "composeService": "cache"},
+        {"id": "4" * 64, "name": "proxy", "image": "registry.test/proxy@sha256:" + "d" * 64, "status": "Skipped",
+         "skipped": True, "skipReason": "pinned by digest", "updatePolicy": "skip",
+         "updatePolicyReason": "pinned by digest"},
+        {"id": "5" * 64, "name": "metrics", "image": "registry.test/metrics:3", "status": "UpToDate",
+         "updatePolicy": "notify", "updatePolicyReason": "label watchdocker.policy=notify"},
+    ]
+    return [{**base, **r} for r in rows]
+
+
+class StubApi:
+    """Answers the page's /api/* calls in the browser, as the API contract says the daemon will."""
+
+    def __init__(self):
+        self.containers = contract_containers()
+        self.polls = 0
+        self.posts = []
+
+    def reply(self, route, status, data, code=0, msg="ok"):
+        import json
+
+        route.fulfill(status=status, content_type="application/json",
+                      body=json.dumps({"code": code, "msg": msg, "data": data}))
+
+    def __call__(self, route):
+        req = route.request
+        path = req.url.split("://", 1)[1].split("/", 1)[1]
+        path = "/" + path.split("?")[0]
+        if req.method == "POST":
+            self.posts.append((path, req.headers.get("authorization")))
+        job = {"kind": "scan", "trigger": "schedule", "schedule": "every 6h", "running": False,
+               "lastStart": "2026-11-29T06:00:00Z", "lastEnd": "2026-11-29T06:00:04Z", "durationMs": 4000,
+               "outcome": "succeeded", "skippedTicks": 0, "lastError": None,
+               "counts": {"checked": 5, "updatesFound": 2, "updated": 0, "failed": 0, "rolledBack": 0}}
+        if path == "/api/containers":
+            return self.reply(route, 200, self.containers)
+        if path == "/api/jobs":
+            return self.reply(route, 200, [{**job, "id": "scan", "nextRun": "2026-11-29T12:00:00Z"},
+                                           {**job, "id": "update", "kind": "update", "nextRun": None}])
+        if path == "/api/registries":
+            return self.reply(route, 200, [{"host": "registry.test", "requests": 12, "errors": 1,
+                                            "rateLimitRemaining": 88, "pausedUntil": None,
+                                            "lastError": "HEAD registry.test/db:16: 401"}])
+        if path == "/api/containers/" + "1" * 64 + "/update":
+            return self.reply(route, 202, {"jobId": "run-7"}, msg="accepted")
+        if path == "/api/jobs/run-7":
+            self.polls += 1
+            result = {"container": "web", "id": "1" * 64, "outcome": "rolledBack",
+                      "error": "the new container exited with code 1", "fromImage": "registry.test/web:1.1",
+                      "toImage": "registry.test/web:1.1"}
+            return self.reply(route, 200, {**job, "id": "run-7", "kind": "update", "trigger": "api",
+                                           "running": self.polls < 2, "outcome": "failed",
+                                           "results": [result]})
+        if path.endswith("/rollback"):
+            return self.reply(route, 409, None, 40900, "web is already being updated")
+        if path == "/api/updates/run":
+            return self.reply(route, 403, None, 40300, "mutating endpoints are disabled because no admin "
+                              "token is configured: set server.token (WATCH_SERVER_TOKEN)")
+        return self.reply(route, 404, None, 40400, "no endpoint")
+
+
+def test_contract_shaped_data_and_action_outcomes(daemon, watched):
+    """The page against the API contract (jobs, registries, update outcomes, 403/409), with /api/*
+    answered in the browser: the summary, sorting, filtering, and each outcome in words."""
+    w = watched(viewport={"width": 1280, "height": 900})
+    stub = StubApi()
+    w.page.route("**/api/**", stub)
+    page = w.open(daemon)
+    enter_token(page, admin=TOKEN)
+    page.locator("#rows tr").first.wait_for()
+    summary = page.text_content("#summary")
+    assert "88 requests left" in summary and "registry.test" in summary
+    assert "Next scan" in summary and "5 containers" in summary
+    assert page.text_content("[data-count=UpdateAvailable]") == "2 update available"
+    # Digests are short, with the full digest on hover.
+    web = page.locator("#rows tr", has_text="registry.test/web")
+    assert web.locator("td.dig code").first.text_content() == "a" * 12
+    assert web.locator("td.dig code").first.get_attribute("title") == "sha256:" + "a" * 64
+    assert web.locator("td.dig").text_content() == "a" * 12 + " → " + "b" * 12
+    assert web.locator("td.dig code").last.get_attribute("title") == "sha256:" + "b" * 64
+    assert "1.2.0, 2.0.0" in web.locator("td.nv").text_content()
+
+    page.select_option("#f-sort", "status")
+    names = page.eval_on_selector_all("#rows td.name strong", "e => e.map(x => x.textContent)")
+    assert names == ["db", "cache", "web", "proxy", "metrics"]
+    page.select_option("#f-status", "UpdateAvailable")
+    assert page.locator("#rows tr").count() == 2
+    page.select_option("#f-status", "")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "desktop-full.png"), full_page=True)
+
+    # Update one: confirmation, progress, then the outcome with the reason.
+    web.locator("button.upd").click()
+    body = page.text_content("#c-body")
+    assert "registry.test/web:1.1" in body and "put back automatically" in body
+    page.click("#c-ok")
+    entry = page.locator("#log li").first
+    wait_for("the update outcome", lambda: "rolled back" in entry.text_content())
+    assert "the new container exited with code 1" in entry.text_content()
+    assert entry.get_attribute("class") == "fail"
+    assert stub.posts[0] == ("/api/containers/" + "1" * 64 + "/update", f"Bearer {TOKEN}")
+
+    # Roll back while busy elsewhere: the 409 is said as such.
+    web.locator("button.rb").click()
+    assert "registry.test/web:1.0" in page.text_content("#c-body")
+    page.click("#c-ok")
+    wait_for("the 409 message", lambda: "already running or being updated (409)" in entry.text_content())
+
+    # Update all: the confirmation names the eligible ones and leaves compose alone; a 403 makes
+    # the page read-only with the server's reason.
+    page.click("#runall")
+    body = page.text_content("#c-body")
+    assert "web" in body and "Compose containers are left alone (cache)" in body
+    page.screenshot(path=str(SHOTS / "desktop-confirm.png"))
+    page.keyboard.press("Escape")
+    wait_closed(page, "confirm")
+    assert len(stub.posts) == 2, "Escape cancels"
+    page.click("#runall")
+    page.click("#c-ok")
+    wait_for("the 403 message", lambda: "(403)" in entry.text_content())
+    wait_for("read-only after 403", lambda: page.is_disabled("#scan"))
+    assert "no admin token configured" in page.text_content("#ro")
+    page.screenshot(path=str(SHOTS / "desktop-outcomes.png"))
+    assert not w.csp_violations()
+
+
+def test_phone_screenshot_with_contract_data(daemon, watched):
+    w = watched(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    w.page.route("**/api/**", StubApi())
+    page = w.open(daemon)
+    page.locator("#rows tr").first.wait_for()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "phone-full-dark.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.click("#tokbtn")
+    page.screenshot(path=str(SHOTS / "phone-token-dark.png"))
