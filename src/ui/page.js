@@ -10,7 +10,7 @@ const LABEL = {Error: 'error', UpdateAvailable: 'update available', Unknown: 'no
 const st = {
   containers: [], jobs: null, regs: null, loaded: false,
   down: 0, upAt: 0, readErr: '', readAsked: false, readFail: '',
-  noAdmin: '', busy: {}, sig: '', timer: 0, inflight: false, again: false,
+  noAdmin: '', busy: {}, open: new Set(), sig: '', timer: 0, inflight: false, again: false,
 };
 
 // --- tokens: this tab only ---
@@ -178,7 +178,12 @@ function renderRows() {
   const sig = JSON.stringify([list, st.busy, canAct(), st.noAdmin]);
   if (sig === st.sig) return;
   st.sig = sig;
+  // Keep the keyboard focus on the same control of the same row across the rebuild.
+  const a = document.activeElement, tr = a && a.closest('#rows tr');
+  const sel = tr && ['button.upd', 'button.rb', 'summary'].find(q => a.matches(q));
   $('rows').replaceChildren(...list.map(row));
+  const back = sel && [...$('rows').children].find(r => r.dataset.id === tr.dataset.id);
+  if (back) back.querySelector(sel).focus();
   const e = $('empty');
   e.hidden = list.length > 0;
   e.textContent = !st.loaded ? 'No container data yet.' : st.containers.length ? 'No container matches the filter.' : 'No containers on this host.';
@@ -200,7 +205,7 @@ function row(c) {
   const rbWhy = why || (busy ? 'busy' : c.previousImage ? '' : 'no previous image recorded: not updated by watch-docker yet');
   return h('tr', {'data-id': c.id, 'data-status': c.status, class: busy ? 'busy' : ''},
     cell('Name', 'name', h('strong', {}, c.name), c.running ? '' : h('span', {class: 'muted'}, ' (' + (c.state || 'stopped') + ')'),
-      labels.length ? h('details', {}, h('summary', {}, labels.length + (labels.length > 1 ? ' labels' : ' label')),
+      labels.length ? h('details', {open: st.open.has(c.id), ontoggle: e => st.open[e.target.open ? 'add' : 'delete'](c.id)}, h('summary', {}, labels.length + (labels.length > 1 ? ' labels' : ' label')),
         h('ul', {}, labels.map(([k, v]) => h('li', {}, h('code', {}, k + '=' + v))))) : ''),
     cell('Image', 'img', h('code', {}, c.image)),
     cell('Status', 'st', h('span', {class: 'badge b-' + c.status, 'data-status': c.status, title: c.status}, LABEL[c.status] || c.status)),

@@ -266,12 +266,15 @@ def test_update_from_the_page_recreates_the_container(watched):
     ref = f"{reg.host}/{PREFIX}/app:1"
     name = f"{PREFIX}-upd"
     d = None
+    images = []
     try:
         build_image(ref, version="1")
+        images.append(docker("inspect", "-f", "{{.Id}}", ref))
         docker("push", ref)
         docker("run", "-d", "--name", name, ref)
         old_id = docker("inspect", "-f", "{{.Id}}", name)
         build_image(ref, version="2")
+        images.append(docker("inspect", "-f", "{{.Id}}", ref))
         docker("push", ref)
 
         d = Daemon(f"server.token={TOKEN}")
@@ -297,7 +300,8 @@ def test_update_from_the_page_recreates_the_container(watched):
         if d:
             d.stop()
         docker("rm", "-f", name, check=False)
-        docker("rmi", "-f", ref, check=False)
+        # v1 loses its tag to v2 but keeps its repo digest: remove both by id.
+        docker("rmi", "-f", ref, *images, check=False)
         reg.stop()
 
 
@@ -408,8 +412,13 @@ def test_contract_shaped_data_and_action_outcomes(daemon, watched):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "desktop-full.png"), full_page=True)
 
-    # Update one: confirmation, progress, then the outcome with the reason.
-    web.locator("button.upd").click()
+    # Keyboard: focus stays on its control when the periodic refresh brings new data.
+    web.locator("button.upd").focus()
+    stub.containers = [{**c, "lastCheckedAt": "2026-11-29T06:40:00Z"} for c in stub.containers]
+    wait_for("the refreshed row", lambda: "2026-11-29T06:40:00Z" in (web.locator("time").get_attribute("title") or ""))
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Update web"
+    # Update one, from the keyboard: confirmation, progress, then the outcome with the reason.
+    page.keyboard.press("Enter")
     body = page.text_content("#c-body")
     assert "registry.test/web:1.1" in body and "put back automatically" in body
     page.click("#c-ok")
