@@ -82,6 +82,17 @@ def test_headers_and_inline_blocks_match_the_csp(daemon):
         assert f"{directive} 'sha256-{digest}'" in csp
 
 
+def test_server_ui_false_turns_the_page_off():
+    d = Daemon("server.ui=false")
+    try:
+        status, _, body = d.api("GET", "/")
+        assert (status, body["code"]) == (404, 40400)
+        assert "server.ui" in body["msg"]
+        assert d.api("GET", "/healthz")[0] == 200
+    finally:
+        d.stop()
+
+
 def test_rows_and_badges_match_the_api(daemon, containers, watched):
     w = watched()
     page = w.open(daemon)
