@@ -7,11 +7,13 @@ which needs the registry fixture and the update endpoints.
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -258,8 +260,6 @@ class Registry:
         )
 
         def up():
-            import urllib.request
-
             with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2) as r:
                 return r.status == 200
 
@@ -351,8 +351,6 @@ class StubApi:
         self.posts = []
 
     def reply(self, route, status, data, code=0, msg="ok"):
-        import json
-
         route.fulfill(status=status, content_type="application/json",
                       body=json.dumps({"code": code, "msg": msg, "data": data}))
 
