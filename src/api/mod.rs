@@ -10,6 +10,7 @@
 mod auth;
 mod bind;
 mod handlers;
+mod page;
 mod reply;
 mod route;
 mod server;
@@ -86,6 +87,8 @@ pub struct ApiOptions {
     pub token: Option<Secret>,
     pub read_token: Option<Secret>,
     pub allow_unauthenticated: bool,
+    /// Serve the status page at `GET /` (`server.ui`); when false `/` answers 404.
+    pub ui: bool,
 }
 
 /// 64 KiB: the largest body we expect is `{"image": "..."}`.
@@ -100,6 +103,7 @@ impl Default for ApiOptions {
             token: None,
             read_token: None,
             allow_unauthenticated: false,
+            ui: true,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::auth::{authorize, AuthConfig};
 use super::handlers;
+use super::page;
 use super::reply::{ApiReply, ErrorCode, ReplyBody};
 use super::route::{route, Query, Route};
 use super::{ApiError, ApiOptions, ApiRequest, Backend, Running};
@@ -26,6 +27,7 @@ use std::time::Instant;
 struct Ctx {
     auth: AuthConfig,
     max_body: usize,
+    ui: bool,
     backend: Arc<dyn Backend>,
 }
 
@@ -69,6 +71,7 @@ pub(super) fn serve(
             allow_unauthenticated: opts.allow_unauthenticated,
         },
         max_body: opts.max_body,
+        ui: opts.ui,
         backend,
     });
     let mut server = oxhttp::Server::new(move |req| respond(req, &ctx))
@@ -175,6 +178,8 @@ fn dispatch(req: &mut Request<Body>, ctx: &Ctx) -> (ApiReply, BodyState) {
         Route::GetContainer(key) => handlers::get_container(&backend.snapshot(), key),
         Route::ListImages => handlers::list_images(&backend.snapshot()),
         Route::Version => ApiReply::ok(backend.version()),
+        Route::Page if ctx.ui => page::reply(),
+        Route::Page => page::disabled(),
         _ => return delegate(req, ctx, r, method, path, query, admin),
     };
     (reply, BodyState::Unread)

@@ -186,6 +186,7 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         token: cfg.server.token.clone(),
         read_token: cfg.server.read_token.clone(),
         allow_unauthenticated: cfg.server.allow_unauthenticated,
+        ui: cfg.server.ui,
     };
     let _server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
 
