@@ -6,4 +6,5 @@ mod fixtures;
 mod check;
 mod engine;
 mod kit_selftest;
+mod ui;
 mod update;
