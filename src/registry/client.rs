@@ -15,7 +15,7 @@ use base64::Engine as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Manifests are small (an index of 50 platforms is ~20 KB); anything this big is not one.
@@ -365,7 +365,12 @@ pub struct RegistryClient {
     tokens: Mutex<TokenCache>,
     verdicts: Mutex<HashMap<(String, String, String), bool>>,
     registries: Mutex<BTreeMap<String, RegistryState>>,
+    observer: Option<RequestObserver>,
 }
+
+/// Told of every request sent (registry, outcome as in [`RegistryStats::requests_by_outcome`],
+/// latency): how metrics see registry traffic without this module knowing about metrics.
+pub type RequestObserver = Arc<dyn Fn(&str, &'static str, Duration) + Send + Sync>;
 
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -433,7 +438,14 @@ impl RegistryClient {
             tokens: Mutex::default(),
             verdicts: Mutex::default(),
             registries: Mutex::default(),
+            observer: None,
         })
+    }
+
+    /// Reports every request to `observer` (for metrics).
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Changes the first back-off delay (doubled at each retry, with jitter). Default 500 ms.
@@ -1027,6 +1039,18 @@ impl RegistryClient {
     }
 
     fn record(&self, registry: &str, result: &Result<Answer, ureq::Error>, took: Duration) {
+        let outcome = self.record_stats(registry, result, took);
+        if let Some(observe) = &self.observer {
+            observe(registry, outcome, took);
+        }
+    }
+
+    fn record_stats(
+        &self,
+        registry: &str,
+        result: &Result<Answer, ureq::Error>,
+        took: Duration,
+    ) -> &'static str {
         let mut regs = lock(&self.registries);
         let s = regs.entry(registry.to_string()).or_default();
         s.requests += 1;
@@ -1048,6 +1072,7 @@ impl RegistryClient {
             Err(_) => "error",
         };
         *s.outcomes.entry(outcome).or_default() += 1;
+        outcome
     }
 
     fn pause(&self, registry: &str, pause: Duration) {
