@@ -5,3 +5,4 @@ mod fixtures;
 
 mod engine;
 mod kit_selftest;
+mod scan;
