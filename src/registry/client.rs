@@ -585,7 +585,7 @@ impl RegistryClient {
     }
 
     /// Asks the realm for a token covering `scopes`, with the registry's credentials when it is safe
-    /// to send them there (same host as the registry, or HTTPS).
+    /// to send them there (same host as the registry, on any port, or HTTPS).
     fn fetch_token(
         &self,
         registry: &str,
@@ -599,7 +599,9 @@ impl RegistryClient {
                 status: None,
                 detail: format!("realm {realm:?} is not an http(s) URL"),
             })?;
-        let trusted = realm_scheme == "https" || realm_host.eq_ignore_ascii_case(api_host);
+        // The host without the port: a token server beside the registry on another port (docker_auth's
+        // usual `myreg:5001` next to `myreg:5000`) is the same machine, hence the same trust.
+        let trusted = realm_scheme == "https" || split_host(realm_host).0 == split_host(api_host).0;
         let credential = if trusted {
             self.credential(registry)?
         } else {

@@ -110,6 +110,18 @@ fn access_lines(reg: &Registry) -> usize {
     reg.access_log().lines().count()
 }
 
+/// Image references removed on Drop, after the containers and images declared later: for local
+/// references the other guards leave behind (a digest reference of an image whose tag moved on).
+struct RmiOnDrop(Vec<String>);
+
+impl Drop for RmiOnDrop {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = fixtures::docker(&["rmi", "-f", r]);
+        }
+    }
+}
+
 /// A repository name the stale sweep recognises as ours.
 fn repo(what: &str) -> String {
     format!("wdtest/{}", unique(what))
@@ -124,6 +136,7 @@ fn scan_tag_moved_on_the_registry_is_an_update() {
         return;
     }
     let reg = Registry::start();
+    let mut leftovers = RmiOnDrop(vec![]);
     let tag = format!("{}:latest", repo("app"));
     let v1 = Image::build(&unique("scan-v1"))
         .file("/etc/version", "v1")
@@ -133,6 +146,10 @@ fn scan_tag_moved_on_the_registry_is_an_update() {
         .create();
     let p1 = v1.push_to(&reg, &tag);
     p1.pull_back();
+    // Once v2 takes the tag, v1 keeps only its digest reference.
+    leftovers
+        .0
+        .push(format!("{}@{}", p1.repository(), p1.digest()));
     let ctr = ContainerBuilder::new(p1.reference()).run();
 
     let found = discover(&[&ctr]);
@@ -175,6 +192,8 @@ fn scan_index_changed_for_another_platform_only_is_up_to_date() {
     let layout1 = OciIndexBuilder::standard().write();
     let pushed1 = layout1.push(&reg, &tag);
     pushed1.pull();
+    // Later pushes of the tag are dropped after the container: dropping one untags the running image.
+    let mut later = Vec::new();
     let ctr = ContainerBuilder::new(pushed1.reference()).run();
     let found = discover(&[&ctr]);
     assert_eq!(
@@ -200,7 +219,7 @@ fn scan_index_changed_for_another_platform_only_is_up_to_date() {
         layout1.manifest_digest("linux/amd64"),
         layout2.manifest_digest("linux/amd64")
     );
-    let _pushed2 = layout2.push(&reg, &tag);
+    later.push(layout2.push(&reg, &tag));
     let gets_before = reg.count_requests("GET", "/manifests/");
     let (results, _) = scanner(&client, TTL).scan(&found, NOW);
     let r = result_of(&results, ctr.id());
@@ -235,7 +254,7 @@ fn scan_index_changed_for_another_platform_only_is_up_to_date() {
         layout1.manifest_digest("linux/amd64"),
         layout3.manifest_digest("linux/amd64")
     );
-    let _pushed3 = layout3.push(&reg, &tag);
+    later.push(layout3.push(&reg, &tag));
     let (results, _) = scanner(&client, TTL).scan(&found, NOW);
     let r = result_of(&results, ctr.id());
     assert_eq!(r.status, Status::UpdateAvailable, "{r:?}");
@@ -374,6 +393,45 @@ fn scan_token_registry_request_counts() {
     let tok_n = issuer.requests() - tok0;
     println!("token registry, multi-scope refused: {tok_n} token requests");
     assert_eq!(tok_n, 1 + N, "the refused batch, then one per repository");
+}
+
+/// A token server on another port of the registry's host (docker_auth's usual layout, plain HTTP
+/// inside a network) gets the configured credentials; without them the error names the token refusal.
+#[test]
+fn scan_token_registry_with_credentials_on_another_port() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let (user, pass) = ("tokuser", "tok-pass");
+    let reg = Registry::start_token_auth(TokenOptions::new().credentials(user, pass));
+    let issuer = reg.issuer().expect("token issuer");
+    assert_ne!(
+        issuer.realm(),
+        format!("{}/token", reg.url()),
+        "the realm is on another port"
+    );
+    let image = Image::build(&unique("scan-tokcred")).create();
+    let pushed = image.push_to(&reg, &format!("{}:latest", repo("tokcred")));
+    pushed.pull_back();
+    let ctr = ContainerBuilder::new(pushed.reference()).run();
+    let found = discover(&[&ctr]);
+
+    let mut cfg = registry_config();
+    cfg.auth.push(RegistryAuth {
+        host: reg.host(),
+        username: user.into(),
+        password: Secret::new(pass),
+    });
+    let (results, _) = scanner(&client(&cfg), TTL).scan(&found, NOW);
+    let r = result_of(&results, ctr.id());
+    assert_eq!(r.status, Status::UpToDate, "{r:?}");
+    assert_eq!(r.remote_digest.as_deref(), Some(pushed.digest()));
+
+    let (results, _) = scanner(&client(&registry_config()), TTL).scan(&found, NOW);
+    let r = result_of(&results, ctr.id());
+    assert_eq!(r.status, Status::Error, "{r:?}");
+    let msg = r.error.as_deref().unwrap_or_default();
+    assert!(msg.contains("token endpoint answered 401"), "{msg}");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -935,7 +993,11 @@ fn scan_bench_100_images_with_latency() {
     }
     const IMAGES: usize = 100;
     const CONCURRENCY: usize = 16;
-    const ONE_WAY: Duration = Duration::from_millis(10);
+    let one_way_ms: u64 = std::env::var("WATCH_IT_BENCH_ONE_WAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let one_way: Duration = Duration::from_millis(one_way_ms);
     let reg = Registry::start();
     let image = Image::build(&unique("scan-bench")).create();
     let base_repo = repo("bench");
@@ -957,7 +1019,7 @@ fn scan_bench_100_images_with_latency() {
         setup.elapsed()
     );
 
-    let proxy = LatencyProxy::start(reg.host(), ONE_WAY);
+    let proxy = LatencyProxy::start(reg.host(), one_way);
     let containers: Vec<ContainerInfo> = repos
         .iter()
         .enumerate()
@@ -969,7 +1031,7 @@ fn scan_bench_100_images_with_latency() {
             )
         })
         .collect();
-    let rtt = ONE_WAY * 2;
+    let rtt = one_way * 2;
     let target = rtt * (IMAGES.div_ceil(CONCURRENCY) as u32 + 2);
     let client = client_with(&registry_config(), LookupEnv::default(), CONCURRENCY);
     for round in ["cold (new connections)", "warm (pooled connections)"] {
