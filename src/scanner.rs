@@ -320,7 +320,7 @@ impl Scanner {
         task.users
             .iter()
             .map(|c| {
-                let local = digest_for_repository(&c.repo_digests, &task.reference);
+                let local = local_digest(&c.repo_digests, &task.reference, &remote.digest);
                 let verdict = if local.as_deref() == Some(remote.digest.as_str()) {
                     Ok(false)
                 } else {
@@ -388,6 +388,20 @@ impl Scanner {
     }
 }
 
+/// The local digest to compare with `remote`: `remote` itself when the image is known by it. An image
+/// pulled again after its tag moved to an index that changed only for other platforms keeps every
+/// digest it was pulled as, in the engine's order; the first one may be the older.
+fn local_digest(repo_digests: &[String], r: &Reference, remote: &str) -> Option<String> {
+    let known = repo_digests.iter().any(|entry| {
+        digest_for_repository(std::slice::from_ref(entry), r).as_deref() == Some(remote)
+    });
+    if known {
+        Some(remote.to_string())
+    } else {
+        digest_for_repository(repo_digests, r)
+    }
+}
+
 fn base_result(c: &ContainerInfo, now: &str, status: Status) -> CheckResult {
     CheckResult {
         container_id: c.id.clone(),
@@ -423,5 +437,23 @@ mod tests {
         assert!(!is_image_id("nginx:latest", id));
         // A repository that happens to be hex is a name when it is not a prefix of the id.
         assert!(!is_image_id("deadbeefcafe", id));
+    }
+
+    #[test]
+    fn the_remote_digest_wins_among_several_local_ones() {
+        let old = format!("sha256:{}", "1".repeat(64));
+        let new = format!("sha256:{}", "2".repeat(64));
+        let r = Reference::parse("reg.example:5000/app:latest").unwrap();
+        let digests = vec![
+            format!("other.example/app@{new}"),
+            format!("reg.example:5000/app@{old}"),
+            format!("reg.example:5000/app@{new}"),
+        ];
+        assert_eq!(local_digest(&digests, &r, &new), Some(new.clone()));
+        // Not known by the remote digest: the repository's first entry, as before.
+        let third = format!("sha256:{}", "3".repeat(64));
+        assert_eq!(local_digest(&digests, &r, &third), Some(old));
+        // Another repository's digest never counts.
+        assert_eq!(local_digest(&digests[..1], &r, &new), None);
     }
 }

@@ -257,6 +257,28 @@ fn scan_index_changed_for_another_platform_only_is_up_to_date() {
     assert_eq!(rescan_gets, 0, "an unchanged rescan sends no manifest GET");
     assert_eq!(rescan_heads, 1);
 
+    // Someone pulls the tag again: the same amd64 image, now also known by the new index digest.
+    // Whatever the order of its RepoDigests, it is the remote digest (no confirmation needed).
+    later[0].pull();
+    let mut repulled = discover(&[&ctr]).remove(0);
+    assert_eq!(
+        repulled.repo_digests.len(),
+        2,
+        "{:?}",
+        repulled.repo_digests
+    );
+    for _ in 0..2 {
+        repulled.repo_digests.reverse();
+        let gets_before = reg.count_requests("GET", "/manifests/");
+        let fresh = self::client(&registry_config());
+        let (results, _) = scanner(&fresh, TTL).scan(std::slice::from_ref(&repulled), NOW);
+        let r = result_of(&results, ctr.id());
+        assert_eq!(r.status, Status::UpToDate, "{r:?}");
+        assert_eq!(r.current_digest.as_deref(), Some(layout2.index_digest()));
+        assert_eq!(r.remote_digest.as_deref(), Some(layout2.index_digest()));
+        assert_eq!(reg.count_requests("GET", "/manifests/"), gets_before);
+    }
+
     // amd64 changes too: that is an update.
     let layout3 = OciIndexBuilder::standard()
         .marker("linux/amd64", "v2")
