@@ -468,6 +468,61 @@ fn scan_token_registry_with_credentials_on_another_port() {
     assert!(msg.contains("token endpoint answered 401"), "{msg}");
 }
 
+/// Many repositories on one token registry: as few token requests as the URL limit allows (each
+/// batch well filled), one HEAD per repository, and the real registry accepts the batched token.
+#[test]
+fn scan_token_registry_many_repositories_in_batches() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    const N: usize = 100;
+    let reg = Registry::start_token_auth(TokenOptions::new());
+    let issuer = reg.issuer().expect("token issuer");
+    let image = Image::build(&unique("scan-many")).create();
+    let base_repo = repo("many");
+    let pushed = image.push_to(&reg, &format!("{base_repo}:latest"));
+    let prefix = unique("m");
+    let repos: Vec<String> = (0..N).map(|i| format!("wdtest/{prefix}-{i}")).collect();
+    let mut scopes = vec![format!("repository:{base_repo}:pull")];
+    scopes.extend(repos.iter().map(|r| format!("repository:{r}:push,pull")));
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let auth = format!("Bearer {}", issuer.mint(&scopes));
+    let agent = setup_agent();
+    for r in &repos {
+        copy_repository(&agent, &reg.url(), &base_repo, r, Some(&auth));
+    }
+    let containers: Vec<ContainerInfo> = repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            synthetic(
+                &format!("many{i}"),
+                &format!("{}/{r}:latest", reg.host()),
+                pushed.digest(),
+            )
+        })
+        .collect();
+
+    let (log0, tok0, asked0) = (access_lines(&reg), issuer.requests(), issuer.scopes().len());
+    let client = client_with(&registry_config(), LookupEnv::default(), 8);
+    let (results, summary) = scanner_with(&client, TTL, 8).scan(&containers, NOW);
+    assert_eq!((summary.checked, summary.errors), (N, 0), "{results:#?}");
+    let (requests, tokens) = (access_lines(&reg) - log0, issuer.requests() - tok0);
+    let batches: Vec<usize> = issuer.scopes()[asked0..].iter().map(Vec::len).collect();
+    println!(
+        "token registry, {N} images, cold: {} requests ({requests} registry + {tokens} token, batches of {batches:?})",
+        requests + tokens
+    );
+    assert_eq!(requests, N + 1, "GET /v2/ and one HEAD per repository");
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        N,
+        "every repository asked once"
+    );
+    // Scopes here are ~60 characters encoded and a token URL stays under 4 KB: 2 batches.
+    assert!(tokens <= 2, "{batches:?}");
+}
+
 // ------------------------------------------------------------------------------------------------
 // 5. Credentials from a docker config.json and from a credential helper.
 
@@ -984,12 +1039,29 @@ impl Drop for LatencyProxy {
     }
 }
 
+/// A plain HTTP client for test setup (answers of any status are returned, not errors).
+fn setup_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
 /// Copies `from`'s manifest to `to:latest` on the same registry, mounting its blobs (no upload).
-fn copy_repository(agent: &ureq::Agent, base: &str, from: &str, to: &str) {
+/// `authorization`: a header value good for pulling `from` and pushing `to`, when the registry wants one.
+fn copy_repository(
+    agent: &ureq::Agent,
+    base: &str,
+    from: &str,
+    to: &str,
+    authorization: Option<&str>,
+) {
+    let auth = authorization.unwrap_or_default();
     let accept = "application/vnd.docker.distribution.manifest.v2+json";
     let mut answer = agent
         .get(format!("{base}/v2/{from}/manifests/latest"))
         .header("Accept", accept)
+        .header("Authorization", auth)
         .call()
         .expect("get manifest");
     let content_type = answer
@@ -1009,6 +1081,7 @@ fn copy_repository(agent: &ureq::Agent, base: &str, from: &str, to: &str) {
             .post(format!(
                 "{base}/v2/{to}/blobs/uploads/?mount={blob}&from={from}"
             ))
+            .header("Authorization", auth)
             .send_empty()
             .expect("mount blob");
         assert_eq!(a.status().as_u16(), 201, "mount {blob} into {to}");
@@ -1016,6 +1089,7 @@ fn copy_repository(agent: &ureq::Agent, base: &str, from: &str, to: &str) {
     let a = agent
         .put(format!("{base}/v2/{to}/manifests/latest"))
         .header("Content-Type", &content_type)
+        .header("Authorization", auth)
         .send(&body[..])
         .expect("put manifest");
     assert_eq!(a.status().as_u16(), 201, "put manifest {to}");
@@ -1041,17 +1115,14 @@ fn scan_bench_100_images_with_latency() {
     let image = Image::build(&unique("scan-bench")).create();
     let base_repo = repo("bench");
     let pushed = image.push_to(&reg, &format!("{base_repo}:latest"));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = setup_agent();
     let prefix = unique("b");
     let repos: Vec<String> = (0..IMAGES)
         .map(|i| format!("wdtest/{prefix}-{i}"))
         .collect();
     let setup = Instant::now();
     for r in &repos {
-        copy_repository(&agent, &reg.url(), &base_repo, r);
+        copy_repository(&agent, &reg.url(), &base_repo, r, None);
     }
     println!(
         "bench setup: {IMAGES} repositories in {:?}",
