@@ -1,7 +1,8 @@
 //! The registry HTTP client (SPEC.md §5): tag → digest by HEAD, per-platform confirmation by GET (once
 //! per remote change, verdicts remembered), tag lists, the Bearer/Basic token flow with tokens cached
 //! and shared across repositories, retries with back-off for transient errors, `429` + `Retry-After`
-//! pauses, and per-registry statistics. Sync (ureq), one agent and connection pool for all registries.
+//! pauses, a registry that gave no answer left alone until the next scan, and per-registry statistics.
+//! Sync (ureq), one agent and connection pool for all registries.
 //! Knows nothing of containers, policy or the engine: it answers questions about references.
 
 use super::challenge::{self, Challenge};
@@ -31,6 +32,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a credential lookup is reused (helpers may hand out short-lived secrets).
 const CREDENTIAL_TTL: Duration = Duration::from_secs(300);
+/// How long a registry that gave no answer is not asked again, unless a scan starts before (see
+/// `prepare`): a backstop for callers that never call `prepare`.
+const UNREACHABLE_HOLD: Duration = Duration::from_secs(300);
 
 /// The digest a registry gives for a reference's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +93,11 @@ pub enum ErrorKind {
     Paused {
         until: String,
     },
+    /// Another request to the registry got no answer (after its retries) since the scan began; no
+    /// request was sent.
+    Unreachable {
+        detail: String,
+    },
     Credentials(CredentialError),
     Challenge(challenge::ChallengeError),
     /// 401 without a `WWW-Authenticate` header.
@@ -133,6 +142,10 @@ impl fmt::Display for ErrorKind {
                     "registry paused until {until} after a 429 (rate limited)"
                 )
             }
+            ErrorKind::Unreachable { detail } => write!(
+                f,
+                "no answer from registry ({detail}); not asked again until the next scan"
+            ),
             ErrorKind::Credentials(e) => write!(f, "credentials: {e}"),
             ErrorKind::Challenge(e) => write!(f, "{e}"),
             ErrorKind::NoChallenge => {
@@ -213,6 +226,7 @@ fn kind_is_transient(kind: &ErrorKind) -> bool {
     match kind {
         ErrorKind::Transport(e) => transport_is_transient(e),
         ErrorKind::Status { status, .. } => status_is_transient(*status),
+        ErrorKind::Unreachable { .. } => true,
         ErrorKind::Token {
             status: Some(s), ..
         } => status_is_transient(*s),
@@ -222,6 +236,15 @@ fn kind_is_transient(kind: &ErrorKind) -> bool {
 
 fn status_is_transient(status: u16) -> bool {
     status == 429 || (status >= 500 && status != 501)
+}
+
+/// Nothing came back at all: the registry is down, blackholed or too slow. (A truncated or garbled
+/// answer is not this: the registry is there.)
+fn is_no_answer(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
+    )
 }
 
 fn transport_is_transient(e: &ureq::Error) -> bool {
@@ -317,6 +340,8 @@ struct RegistryState {
     errors: u64,
     rate_limit_remaining: Option<u64>,
     paused: Option<(Instant, jiff::Timestamp)>,
+    /// Until when, and why: a request to the registry itself got no answer after its retries.
+    unreachable: Option<(Instant, String)>,
     last_error: Option<String>,
     outcomes: BTreeMap<&'static str, u64>,
     latency: Duration,
@@ -464,6 +489,10 @@ impl RegistryClient {
                 .insert(token::pull_scope(&r.repository));
         }
         for (registry, (api_host, scopes)) in by_registry {
+            // A new scan asks again a registry that did not answer during the last one.
+            if let Some(s) = lock(&self.registries).get_mut(registry) {
+                s.unreachable = None;
+            }
             if let Err(e) = self.prepare_registry(registry, api_host, scopes) {
                 log::debug!(component = "registry"; "{e}");
             }
@@ -512,7 +541,7 @@ impl RegistryClient {
     /// `GET /v2/`: 200 means open, 401 carries the challenge.
     fn probe(&self, registry: &str, api_host: &str) -> Result<Access, ErrorKind> {
         let url = format!("{}/v2/", self.base_url(api_host));
-        let a = self.send(
+        let a = self.send_to_registry(
             registry,
             &Request {
                 method: Method::Get,
@@ -682,7 +711,7 @@ impl RegistryClient {
         let mut fresh = false;
         loop {
             let auth = self.authorization(r, &scope, fresh)?;
-            let answer = self.send(
+            let answer = self.send_to_registry(
                 &r.registry,
                 &Request {
                     method,
@@ -948,6 +977,29 @@ impl RegistryClient {
         (until > Instant::now()).then_some(ts)
     }
 
+    /// `send` for a request to the registry's own API (not its token realm): when nothing answers
+    /// even after the retries, the registry's other requests fail at once until the next scan
+    /// instead of each waiting out its own timeouts and retries.
+    fn send_to_registry(&self, registry: &str, req: &Request) -> Result<Answer, ErrorKind> {
+        let result = self.send(registry, req);
+        if let Err(ErrorKind::Transport(e)) = &result {
+            if is_no_answer(e) {
+                lock(&self.registries)
+                    .entry(registry.to_string())
+                    .or_default()
+                    .unreachable = Some((Instant::now() + UNREACHABLE_HOLD, e.to_string()));
+            }
+        }
+        result
+    }
+
+    /// Why `registry` is not asked now, after a request to it got no answer.
+    fn unreachable(&self, registry: &str) -> Option<String> {
+        let regs = lock(&self.registries);
+        let (until, why) = regs.get(registry)?.unreachable.as_ref()?;
+        (*until > Instant::now()).then(|| why.clone())
+    }
+
     /// Sends one request with retries for transient failures (no answer, 5xx, 429 without
     /// `Retry-After`). A 429 with `Retry-After` pauses the registry and is returned as is.
     fn send(&self, registry: &str, req: &Request) -> Result<Answer, ErrorKind> {
@@ -957,6 +1009,9 @@ impl RegistryClient {
                 return Err(ErrorKind::Paused {
                     until: until.to_string(),
                 });
+            }
+            if let Some(detail) = self.unreachable(registry) {
+                return Err(ErrorKind::Unreachable { detail });
             }
             let started = Instant::now();
             let result = self.send_once(req);

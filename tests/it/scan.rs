@@ -937,6 +937,12 @@ fn scan_bad_registries_fail_only_their_containers() {
         let hits = fake.hits();
         println!("{what}: {hits} requests to the bad registry, scan took {took:?}");
         assert!(hits <= bound, "{what}: {hits} requests, at most {bound}");
+        if what.starts_with("slower") {
+            assert_eq!(
+                hits, 3,
+                "the probe's attempts; then the references fail at once"
+            );
+        }
         if what == "500" {
             assert_eq!(
                 hits, bound,
@@ -963,6 +969,80 @@ fn scan_bad_registries_fail_only_their_containers() {
             assert_eq!(result_of(&results, &healthy.id).status, Status::UpToDate);
         }
     }
+}
+
+/// A registry that answered before and now stalls (a host gone behind a firewall): the first checks
+/// time out after their retries; the scan's other checks of it fail at once instead of each waiting
+/// (retries + 1) × timeout in turn, and the healthy registry's result comes with them.
+#[test]
+fn scan_registry_that_stops_answering_fails_fast() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    const K: usize = 6;
+    let reg = Registry::start();
+    let image = Image::build(&unique("scan-stall")).create();
+    let pushed = image.push_to(&reg, &format!("{}:latest", repo("stall")));
+    pushed.pull_back();
+    let ctr = ContainerBuilder::new(pushed.reference()).run();
+    let healthy = discover(&[&ctr]).remove(0);
+
+    let stalled = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stalled);
+    let fake = FakeRegistry::start(Arc::new(move |_: &str, _: &str| {
+        let mut a = Canned::new(200)
+            .header("Docker-Content-Digest", SOME_DIGEST)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+        if flag.load(Ordering::SeqCst) {
+            a.delay = Duration::from_secs(3);
+        }
+        a
+    }));
+    let mut containers: Vec<ContainerInfo> = (0..K)
+        .map(|i| {
+            let reference = format!("{}/x/app{i}:latest", fake.host);
+            synthetic(&format!("stall{i}"), &reference, SOME_DIGEST)
+        })
+        .collect();
+    containers.push(healthy.clone());
+    let mut cfg = registry_config();
+    cfg.timeout = Duration::from_secs(1);
+    cfg.max_retries = 2;
+    let client = client_with(&cfg, LookupEnv::default(), 2);
+
+    let (results, summary) = scanner_with(&client, TTL, 2).scan(&containers, NOW);
+    assert_eq!(
+        (summary.checked, summary.errors),
+        (K + 1, 0),
+        "{results:#?}"
+    );
+
+    stalled.store(true, Ordering::SeqCst);
+    let hits0 = fake.hits();
+    let started = Instant::now();
+    let (results, summary) = scanner_with(&client, TTL, 2).scan(&containers, NOW);
+    let took = started.elapsed();
+    let hits = fake.hits() - hits0;
+    println!("stalled registry, {K} references, concurrency 2: {hits} requests, {took:?}");
+    assert_eq!((summary.errors, summary.checked), (K, 1), "{results:#?}");
+    assert_eq!(result_of(&results, &healthy.id).status, Status::UpToDate);
+    for c in &containers[..K] {
+        let r = result_of(&results, &c.id);
+        let msg = r.error.as_deref().unwrap_or_default();
+        assert!(msg.contains("no answer from registry"), "{msg}");
+    }
+    // Two workers, each with one check and its retries; none for the other references.
+    let per_check = cfg.max_retries as usize + 1;
+    assert!(hits <= 2 * per_check, "{hits} requests");
+
+    // The next scan asks again (it may have come back).
+    stalled.store(false, Ordering::SeqCst);
+    let (results, summary) = scanner_with(&client, TTL, 2).scan(&containers, NOW);
+    assert_eq!(
+        (summary.checked, summary.errors),
+        (K + 1, 0),
+        "{results:#?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -832,6 +832,27 @@ fn slow_answers_time_out() {
 }
 
 #[test]
+fn a_registry_without_answer_is_not_asked_again_until_the_next_scan() {
+    let s = Server::start(|_| Reply::Stall(Duration::from_secs(5)));
+    let c = client_with(&config(0, Duration::from_millis(300)));
+    let (a, b) = (s.reference("a"), s.reference("b"));
+    c.head_digest(&a).unwrap_err();
+    assert_eq!(s.seen().len(), 1);
+    let e = c.head_digest(&b).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Unreachable { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("no answer from registry"), "{e}");
+    assert_eq!(s.seen().len(), 1, "failed at once, nothing sent");
+    // A new scan (prepare) asks again: its probe of /v2/, which stalls too.
+    c.prepare(std::slice::from_ref(&b));
+    assert_eq!(s.seen().len(), 2);
+    assert!(matches!(
+        c.head_digest(&b).unwrap_err().kind,
+        ErrorKind::Unreachable { .. }
+    ));
+}
+
+#[test]
 fn connection_refused_is_transient() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
