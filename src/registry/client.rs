@@ -488,15 +488,36 @@ impl RegistryClient {
                 .1
                 .insert(token::pull_scope(&r.repository));
         }
-        for (registry, (api_host, scopes)) in by_registry {
+        for registry in by_registry.keys() {
             // A new scan asks again a registry that did not answer during the last one.
-            if let Some(s) = lock(&self.registries).get_mut(registry) {
+            if let Some(s) = lock(&self.registries).get_mut(*registry) {
                 s.unreachable = None;
             }
+        }
+        let prepare_one = |registry: &str, api_host: &str, scopes: BTreeSet<String>| {
             if let Err(e) = self.prepare_registry(registry, api_host, scopes) {
                 log::debug!(component = "registry"; "{e}");
             }
+        };
+        if by_registry.len() == 1 {
+            for (registry, (api_host, scopes)) in by_registry {
+                prepare_one(registry, api_host, scopes);
+            }
+            return;
         }
+        // Registries in parallel: one that does not answer costs its timeouts once, not on top of
+        // all the others'. Should a thread not start, its repositories get their tokens when checked.
+        std::thread::scope(|s| {
+            for (registry, (api_host, scopes)) in by_registry {
+                let prepare_one = &prepare_one;
+                let spawned = std::thread::Builder::new()
+                    .name("registry-prepare".into())
+                    .spawn_scoped(s, move || prepare_one(registry, api_host, scopes));
+                if let Err(e) = spawned {
+                    log::warn!(component = "registry"; "spawn a thread to prepare {registry}: {e}");
+                }
+            }
+        });
     }
 
     fn prepare_registry(

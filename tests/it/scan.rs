@@ -11,7 +11,7 @@ use crate::fixtures::{
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use watch_docker::config::{Config, RegistryAuth, RegistryConfig, Secret};
@@ -711,10 +711,10 @@ impl Canned {
 type Handler = Arc<dyn Fn(&str, &str) -> Canned + Send + Sync>;
 
 /// A plain-HTTP server on 127.0.0.1:0 answering every request through `handler(method, path)`, one
-/// thread per connection, `Connection: close`. Counts the requests it reads.
+/// thread per connection, `Connection: close`. Records when each request arrived.
 struct FakeRegistry {
     host: String,
-    hits: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -726,30 +726,33 @@ impl FakeRegistry {
             .local_addr()
             .expect("fake registry address")
             .to_string();
-        let hits = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (Arc::clone(&hits), Arc::clone(&stop));
+        let (a, s) = (Arc::clone(&arrivals), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (handler, hits) = (Arc::clone(&handler), Arc::clone(&h));
+                let (handler, arrivals) = (Arc::clone(&handler), Arc::clone(&a));
                 std::thread::spawn(move || {
-                    let _ = serve_one(conn, &*handler, &hits);
+                    let _ = serve_one(conn, &*handler, &arrivals);
                 });
             }
         });
         FakeRegistry {
             host,
-            hits,
+            arrivals,
             stop,
             thread: Some(thread),
         }
     }
+    fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+    }
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.arrivals().len()
     }
 }
 
@@ -766,7 +769,7 @@ impl Drop for FakeRegistry {
 fn serve_one(
     mut conn: TcpStream,
     handler: &(dyn Fn(&str, &str) -> Canned + Send + Sync),
-    hits: &AtomicUsize,
+    arrivals: &Mutex<Vec<Instant>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
@@ -780,7 +783,9 @@ fn serve_one(
             return Ok(());
         }
     }
-    hits.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut a) = arrivals.lock() {
+        a.push(Instant::now());
+    }
     let text = String::from_utf8_lossy(&head);
     let mut first = text.lines().next().unwrap_or("").split(' ');
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
@@ -1043,6 +1048,38 @@ fn scan_registry_that_stops_answering_fails_fast() {
         (K + 1, 0),
         "{results:#?}"
     );
+}
+
+/// Two registries that do not answer, in one scan: their probes run side by side, so the scan pays
+/// one registry's timeouts, not the sum.
+#[test]
+fn scan_stalled_registries_are_probed_side_by_side() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let stall = || -> Handler {
+        Arc::new(|_: &str, _: &str| {
+            let mut a = Canned::new(200);
+            a.delay = Duration::from_secs(3);
+            a
+        })
+    };
+    let (a, b) = (FakeRegistry::start(stall()), FakeRegistry::start(stall()));
+    let containers = vec![
+        synthetic("side-a", &format!("{}/x/app:latest", a.host), SOME_DIGEST),
+        synthetic("side-b", &format!("{}/x/app:latest", b.host), SOME_DIGEST),
+    ];
+    let mut cfg = registry_config();
+    cfg.timeout = Duration::from_secs(1);
+    cfg.max_retries = 1;
+    let started = Instant::now();
+    let (results, summary) = scanner(&client(&cfg), TTL).scan(&containers, NOW);
+    println!("two stalled registries: scan took {:?}", started.elapsed());
+    assert_eq!(summary.errors, 2, "{results:#?}");
+    let (a, b) = (a.arrivals(), b.arrivals());
+    assert_eq!((a.len(), b.len()), (2, 2), "the probes' attempts only");
+    // Side by side: each registry's first attempt came before the other's last one.
+    assert!(a[0] < b[1] && b[0] < a[1], "{a:?} {b:?}");
 }
 
 // ------------------------------------------------------------------------------------------------
