@@ -218,7 +218,7 @@ impl Scanner {
     }
 
     /// The reference to ask about, or why not: `Err((Skipped|Error, reason, reference if parsed))`.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     fn plan<'a>(
         &self,
         c: &'a ContainerInfo,
