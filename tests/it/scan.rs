@@ -674,6 +674,67 @@ fn scan_policy_on_real_containers() {
     assert_eq!(heads, 1, "two containers of one image: one HEAD");
 }
 
+/// `scan.newerVersions`: a semver-pinned container is skipped and told the newer releases of its
+/// variant, read from the real registry's tag list (behind a token).
+#[test]
+fn scan_newer_versions_from_the_tag_list() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let reg = Registry::start_token_auth(TokenOptions::new());
+    let image = Image::build(&unique("scan-newer")).create();
+    let name = repo("newer");
+    let current = image.push_to(&reg, &format!("{name}:1.2.3"));
+    current.pull_back();
+    let _others: Vec<_> = [
+        "1.2.2",
+        "1.2.4",
+        "1.10.0",
+        "2.0.0",
+        "1.2.4-alpine",
+        "1.3.0-rc1",
+        "1.3",
+        "latest",
+    ]
+    .iter()
+    .map(|t| image.push_to(&reg, &format!("{name}:{t}")))
+    .collect();
+    let ctr = ContainerBuilder::new(current.reference()).run();
+    let found = discover(&[&ctr]);
+
+    let client = client(&registry_config());
+    let scanner = Scanner::new(
+        Arc::clone(&client),
+        Config::default().policy,
+        ScanOptions {
+            concurrency: 2,
+            cache_ttl: TTL,
+            newer_versions: true,
+            containerd_store: false,
+        },
+    );
+    let (results, _) = scanner.scan(&found, NOW);
+    let r = result_of(&results, ctr.id());
+    assert_eq!(r.status, Status::Skipped, "{r:?}");
+    assert!(
+        r.skip_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pinned semver"),
+        "{r:?}"
+    );
+    let newer: Vec<String> = ["1.2.4", "1.10.0", "2.0.0"].map(String::from).to_vec();
+    assert_eq!(r.newer_versions.as_ref(), Some(&newer), "{r:?}");
+    // The tag list is cached with the digests: a second scan asks nothing.
+    let gets = reg.count_requests("GET", "/tags/list");
+    let (results, _) = scanner.scan(&found, NOW);
+    assert_eq!(
+        result_of(&results, ctr.id()).newer_versions.as_ref(),
+        Some(&newer)
+    );
+    assert_eq!(reg.count_requests("GET", "/tags/list"), gets);
+}
+
 // ------------------------------------------------------------------------------------------------
 // 7. Registries that misbehave, next to a healthy one.
 
