@@ -93,8 +93,8 @@ pub enum ErrorKind {
     Paused {
         until: String,
     },
-    /// Another request to the registry got no answer (after its retries) since the scan began; no
-    /// request was sent.
+    /// Another request to the registry (or its token endpoint) got no answer after its retries since
+    /// the scan began; no request was sent.
     Unreachable {
         detail: String,
     },
@@ -238,13 +238,23 @@ fn status_is_transient(status: u16) -> bool {
     status == 429 || (status >= 500 && status != 501)
 }
 
-/// Nothing came back at all: the registry is down, blackholed or too slow. (A truncated or garbled
+/// Nothing came back at all: the registry is down, blackholed or too slow. (A truncated or reset
 /// answer is not this: the registry is there.)
 fn is_no_answer(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
-    )
+    use std::io::ErrorKind as Io;
+    match e {
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        // ureq reports a failed connect as the socket's own error.
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            Io::ConnectionRefused
+                | Io::TimedOut
+                | Io::HostUnreachable
+                | Io::NetworkUnreachable
+                | Io::AddrNotAvailable
+        ),
+        _ => false,
+    }
 }
 
 fn transport_is_transient(e: &ureq::Error) -> bool {
@@ -562,7 +572,7 @@ impl RegistryClient {
     /// `GET /v2/`: 200 means open, 401 carries the challenge.
     fn probe(&self, registry: &str, api_host: &str) -> Result<Access, ErrorKind> {
         let url = format!("{}/v2/", self.base_url(api_host));
-        let a = self.send_to_registry(
+        let a = self.send_or_mark(
             registry,
             &Request {
                 method: Method::Get,
@@ -572,6 +582,7 @@ impl RegistryClient {
                 form: &[],
                 limit: ERROR_BODY_MAX,
             },
+            None,
         )?;
         let access = match a.status {
             401 => Access::Challenged(challenge_of(&a)?),
@@ -657,6 +668,7 @@ impl RegistryClient {
         } else {
             None
         };
+        let endpoint = format!("token endpoint {realm_host}");
         let answer = match &credential {
             Some(Credential::IdentityToken(refresh)) => {
                 // OAuth2 refresh-token grant, as docker does with an identity token.
@@ -670,7 +682,7 @@ impl RegistryClient {
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
-                self.send(
+                self.send_or_mark(
                     registry,
                     &Request {
                         method: Method::Post,
@@ -680,6 +692,7 @@ impl RegistryClient {
                         form: &form,
                         limit: TOKEN_MAX,
                     },
+                    Some(&endpoint),
                 )?
             }
             other => {
@@ -690,7 +703,7 @@ impl RegistryClient {
                     _ => None,
                 };
                 let url = token::token_url(realm, service, scopes);
-                self.send(
+                self.send_or_mark(
                     registry,
                     &Request {
                         method: Method::Get,
@@ -700,6 +713,7 @@ impl RegistryClient {
                         form: &[],
                         limit: TOKEN_MAX,
                     },
+                    Some(&endpoint),
                 )?
             }
         };
@@ -732,7 +746,7 @@ impl RegistryClient {
         let mut fresh = false;
         loop {
             let auth = self.authorization(r, &scope, fresh)?;
-            let answer = self.send_to_registry(
+            let answer = self.send_or_mark(
                 &r.registry,
                 &Request {
                     method,
@@ -742,6 +756,7 @@ impl RegistryClient {
                     form: &[],
                     limit,
                 },
+                None,
             )?;
             if answer.status != 401 || fresh {
                 return Ok(answer);
@@ -998,17 +1013,27 @@ impl RegistryClient {
         (until > Instant::now()).then_some(ts)
     }
 
-    /// `send` for a request to the registry's own API (not its token realm): when nothing answers
-    /// even after the retries, the registry's other requests fail at once until the next scan
-    /// instead of each waiting out its own timeouts and retries.
-    fn send_to_registry(&self, registry: &str, req: &Request) -> Result<Answer, ErrorKind> {
+    /// `send` for a request the registry's checks depend on (its API, its token realm): when nothing
+    /// answers even after the retries, the registry's other requests fail at once until the next
+    /// scan instead of each waiting out its own timeouts and retries. `what` names the token
+    /// endpoint when it is that which did not answer.
+    fn send_or_mark(
+        &self,
+        registry: &str,
+        req: &Request,
+        what: Option<&str>,
+    ) -> Result<Answer, ErrorKind> {
         let result = self.send(registry, req);
         if let Err(ErrorKind::Transport(e)) = &result {
             if is_no_answer(e) {
+                let detail = match what {
+                    Some(w) => format!("{w}: {e}"),
+                    None => e.to_string(),
+                };
                 lock(&self.registries)
                     .entry(registry.to_string())
                     .or_default()
-                    .unreachable = Some((Instant::now() + UNREACHABLE_HOLD, e.to_string()));
+                    .unreachable = Some((Instant::now() + UNREACHABLE_HOLD, detail));
             }
         }
         result

@@ -1036,6 +1036,27 @@ fn scan_bad_registries_fail_only_their_containers() {
             assert_eq!(result_of(&results, &healthy.id).status, Status::UpToDate);
         }
     }
+
+    // Nothing listening (a registry that is down): the probe's attempts, and no more.
+    let down = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let containers = vec![
+        synthetic("down-a", &format!("{down}/x/app:latest"), SOME_DIGEST),
+        healthy.clone(),
+        synthetic("down-b", &format!("{down}/x/other:latest"), SOME_DIGEST),
+    ];
+    let client = client(&cfg);
+    let (results, summary) = scanner(&client, TTL).scan(&containers, NOW);
+    assert_eq!((summary.errors, summary.checked), (2, 1), "{results:#?}");
+    for r in results.iter().filter(|r| r.container_id != healthy.id) {
+        let msg = r.error.as_deref().unwrap_or_default();
+        assert!(msg.contains("no answer from registry"), "{msg}");
+    }
+    let attempts = client_requests(&client, &down);
+    println!("registry down: {attempts} connection attempts");
+    assert_eq!(attempts, u64::from(cfg.max_retries) + 1);
 }
 
 /// A registry that answered before and now stalls (a host gone behind a firewall): the first checks
