@@ -150,9 +150,9 @@ impl Scanner {
             .filter(|t| self.cached_digest(&t.reference).is_none())
             .map(|t| t.reference.clone())
             .collect();
-        if !to_fetch.is_empty() {
-            self.registry.prepare(&to_fetch);
-        }
+        // Even with nothing to fetch: a confirmation may still need a registry that did not answer
+        // during the last scan, and this is where the client forgets that.
+        self.registry.prepare(&to_fetch);
 
         let next = AtomicUsize::new(0);
         let out: Mutex<Vec<CheckResult>> = Mutex::new(Vec::new());

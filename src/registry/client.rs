@@ -485,10 +485,11 @@ impl RegistryClient {
         format!("{}://{api_host}", if insecure { "http" } else { "https" })
     }
 
-    /// Gets ready for a scan of `refs`: learns each registry's challenge (one `GET /v2/` per unknown
-    /// registry) and asks ONE token per registry for all the repositories not yet covered (several
-    /// `scope` parameters, split in batches when the URL would grow past 4 KB). Failures are not
-    /// errors here: a repository without a token gets its own when it is checked.
+    /// Gets ready for a scan of `refs` (call it at every scan, even with none): forgets which
+    /// registries gave no answer during the last scan, learns each registry's challenge (one
+    /// `GET /v2/` per unknown registry) and asks ONE token per registry for all the repositories not
+    /// yet covered (several `scope` parameters, split in batches when the URL would grow past 4 KB).
+    /// Failures are not errors here: a repository without a token gets its own when it is checked.
     pub fn prepare(&self, refs: &[Reference]) {
         let mut by_registry: BTreeMap<&str, (&str, BTreeSet<String>)> = BTreeMap::new();
         for r in refs {
@@ -498,11 +499,9 @@ impl RegistryClient {
                 .1
                 .insert(token::pull_scope(&r.repository));
         }
-        for registry in by_registry.keys() {
-            // A new scan asks again a registry that did not answer during the last one.
-            if let Some(s) = lock(&self.registries).get_mut(*registry) {
-                s.unreachable = None;
-            }
+        // A new scan asks again the registries that did not answer during the last one.
+        for s in lock(&self.registries).values_mut() {
+            s.unreachable = None;
         }
         let prepare_one = |registry: &str, api_host: &str, scopes: BTreeSet<String>| {
             if let Err(e) = self.prepare_registry(registry, api_host, scopes) {

@@ -1133,6 +1133,41 @@ fn scan_registry_that_stops_answering_fails_fast() {
     );
 }
 
+/// A confirmation GET that got no answer is tried again at the next scan, even while the tag's digest
+/// is still cached (nothing else to fetch from that registry then).
+#[test]
+fn scan_confirmation_without_answer_is_retried_next_scan() {
+    let other = format!("sha256:{}", "2".repeat(64));
+    let remote = other.clone();
+    let fake = FakeRegistry::start(Arc::new(move |method: &str, path: &str| {
+        let mut a = Canned::new(200)
+            .header("Docker-Content-Digest", &remote)
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json");
+        if method == "GET" && path.contains("/manifests/") {
+            a.delay = Duration::from_secs(3);
+        }
+        a
+    }));
+    let containers = vec![synthetic(
+        "confirm",
+        &format!("{}/x/app:latest", fake.host),
+        SOME_DIGEST,
+    )];
+    let mut cfg = registry_config();
+    cfg.timeout = Duration::from_secs(1);
+    cfg.max_retries = 0;
+    let client = client(&cfg);
+    let scanner = scanner(&client, TTL);
+    for round in ["first scan", "second scan, digest cached"] {
+        let before = fake.hits();
+        let (results, _) = scanner.scan(&containers, NOW);
+        let r = &results[0];
+        assert_eq!(r.status, Status::Error, "{round}: {r:?}");
+        assert_eq!(r.remote_digest.as_deref(), Some(other.as_str()), "{round}");
+        assert!(fake.hits() > before, "{round}: the registry is asked");
+    }
+}
+
 /// Two registries that do not answer, in one scan: their probes run side by side, so the scan pays
 /// one registry's timeouts, not the sum.
 #[test]
