@@ -6,5 +6,6 @@ mod fixtures;
 mod check;
 mod engine;
 mod kit_selftest;
+mod scan;
 mod ui;
 mod update;
