@@ -500,7 +500,7 @@ impl RegistryClient {
     /// Gets ready for a scan of `refs` (call it at every scan, even with none): forgets which
     /// registries gave no answer during the last scan, learns each registry's challenge (one
     /// `GET /v2/` per unknown registry) and asks ONE token per registry for all the repositories not
-    /// yet covered (several `scope` parameters, split in batches when the URL would grow past 4 KB).
+    /// yet covered (several `scope` parameters, split in batches when the URL would grow past 7 KB).
     /// Failures are not errors here: a repository without a token gets its own when it is checked.
     pub fn prepare(&self, refs: &[Reference]) {
         let mut by_registry: BTreeMap<&str, (&str, BTreeSet<String>)> = BTreeMap::new();
