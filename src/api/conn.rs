@@ -327,7 +327,8 @@ impl std::error::Error for ReadError {
 pub(super) fn serve(stream: TcpStream, limit: Duration, app: &App, tracker: &dyn Tracker) {
     let mut conn = Conn {
         stream,
-        buf: Vec::with_capacity(READ_CHUNK),
+        buf: Vec::with_capacity(2 * READ_CHUNK),
+        start: 0,
         limit,
     };
     loop {
@@ -335,7 +336,7 @@ pub(super) fn serve(stream: TcpStream, limit: Duration, app: &App, tracker: &dyn
             return;
         }
         // The first byte of the next request (it may already be here, pipelined).
-        if conn.buf.is_empty() && conn.fill(Instant::now() + limit, READ_CHUNK).is_err() {
+        if conn.pending().is_empty() && conn.fill(Instant::now() + limit, READ_CHUNK).is_err() {
             return;
         }
         if !tracker.enter(Phase::Head) {
@@ -383,14 +384,32 @@ enum HeadError {
 
 struct Conn {
     stream: TcpStream,
-    /// Received, not yet used: the rest of a head, a body, or pipelined requests.
+    /// Received bytes; those from `start` on are not used yet (the rest of a head, a body, or
+    /// pipelined requests). Consuming moves `start`, so many small chunks cost no copying.
     buf: Vec<u8>,
+    start: usize,
     limit: Duration,
 }
 
 impl Conn {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
     /// Reads at most `max` more bytes into `buf`, waiting no later than `deadline`.
     fn fill(&mut self, deadline: Instant, max: usize) -> Result<usize, ReadError> {
+        if self.start > 0 && self.buf.len() + max > self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         let start = self.buf.len();
         self.buf.resize(start + max.max(1), 0);
         let got = read_by(
@@ -405,12 +424,12 @@ impl Conn {
 
     fn read_head(&mut self, deadline: Instant) -> Result<Head, HeadError> {
         loop {
-            if let Some((head, len)) = parse_head(&self.buf).map_err(HeadError::Reject)? {
-                self.buf.drain(..len);
+            if let Some((head, len)) = parse_head(self.pending()).map_err(HeadError::Reject)? {
+                self.consume(len);
                 return Ok(head);
             }
             // Never buffer more than the cap while looking for the end of the head.
-            let room = MAX_HEAD.saturating_sub(self.buf.len());
+            let room = MAX_HEAD.saturating_sub(self.pending().len());
             self.fill(deadline, room).map_err(HeadError::Read)?;
         }
     }
@@ -419,16 +438,17 @@ impl Conn {
     fn read_line(&mut self, deadline: Instant, max: usize) -> Result<Vec<u8>, ReadError> {
         let mut searched = 0;
         loop {
-            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+            let pending = self.pending();
+            if let Some(i) = pending[searched..].iter().position(|&b| b == b'\n') {
                 let end = searched + i;
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
+                let line = pending[..end]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&pending[..end]);
+                let line = line.to_vec();
+                self.consume(end + 1);
                 return Ok(line);
             }
-            searched = self.buf.len();
+            searched = pending.len();
             if searched > max {
                 return Err(ReadError::Malformed(format!(
                     "a line longer than {max} bytes"
@@ -618,13 +638,14 @@ impl<'c> Body<'c> {
                     if self.taken.saturating_add(self.left) > max {
                         return Ok(false);
                     }
-                    if self.conn.buf.is_empty() {
+                    if self.conn.pending().is_empty() {
                         let want = self.left.min(READ_CHUNK as u64) as usize;
                         self.conn.fill(deadline, want)?;
                     }
-                    let n = self.conn.buf.len().min(self.left as usize);
-                    sink(&self.conn.buf[..n]);
-                    self.conn.buf.drain(..n);
+                    let pending = self.conn.pending();
+                    let n = pending.len().min(self.left as usize);
+                    sink(&pending[..n]);
+                    self.conn.consume(n);
                     self.left -= n as u64;
                     self.taken += n as u64;
                 }
