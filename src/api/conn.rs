@@ -20,6 +20,7 @@ use super::reply::{ApiReply, ErrorCode, ReplyBody};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The request line and headers together; a longer head is answered 431.
@@ -324,7 +325,9 @@ impl std::error::Error for ReadError {
 
 /// Serves one connection until it closes. Returns when the client leaves, breaks a limit, asks to
 /// close, or the tracker says to stop.
-pub(super) fn serve(stream: TcpStream, limit: Duration, app: &App, tracker: &dyn Tracker) {
+///
+/// `stream` is shared with the server, which may shut it down from another thread.
+pub(super) fn serve(stream: Arc<TcpStream>, limit: Duration, app: &App, tracker: &dyn Tracker) {
     let mut conn = Conn {
         stream,
         buf: Vec::with_capacity(2 * READ_CHUNK),
@@ -383,7 +386,7 @@ enum HeadError {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     /// Received bytes; those from `start` on are not used yet (the rest of a head, a body, or
     /// pipelined requests). Consuming moves `start`, so many small chunks cost no copying.
     buf: Vec<u8>,
@@ -412,12 +415,7 @@ impl Conn {
         }
         let start = self.buf.len();
         self.buf.resize(start + max.max(1), 0);
-        let got = read_by(
-            &mut self.stream,
-            &mut self.buf[start..],
-            deadline,
-            self.limit,
-        );
+        let got = read_by(&self.stream, &mut self.buf[start..], deadline, self.limit);
         self.buf.truncate(start + *got.as_ref().unwrap_or(&0));
         got
     }
@@ -460,7 +458,7 @@ impl Conn {
 
     fn write_reply(&mut self, reply: ApiReply, close: bool, head_only: bool) -> io::Result<()> {
         let bytes = encode(reply, close, head_only);
-        write_by(&mut self.stream, &bytes, Instant::now() + self.limit)
+        write_by(&self.stream, &bytes, Instant::now() + self.limit)
     }
 
     /// Closes politely after an answer sent before the request was read to its end: stop sending,
@@ -475,7 +473,7 @@ impl Conn {
         let mut scratch = [0u8; READ_CHUNK];
         let mut dropped = 0;
         while dropped < LINGER_BYTES {
-            match read_by(&mut self.stream, &mut scratch, deadline, self.limit) {
+            match read_by(&self.stream, &mut scratch, deadline, self.limit) {
                 Ok(n) => dropped += n,
                 Err(_) => return,
             }
@@ -485,7 +483,7 @@ impl Conn {
 
 /// One `read` that returns by `deadline`: the socket timeout is set to the time left each time.
 fn read_by(
-    stream: &mut TcpStream,
+    mut stream: &TcpStream,
     into: &mut [u8],
     deadline: Instant,
     limit: Duration,
@@ -515,7 +513,7 @@ fn read_by(
 }
 
 /// Writes everything by `deadline`, however slowly the client reads.
-fn write_by(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+fn write_by(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
     while !bytes.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -618,7 +616,7 @@ impl<'c> Body<'c> {
         if self.continue_pending {
             self.continue_pending = false;
             write_by(
-                &mut self.conn.stream,
+                &self.conn.stream,
                 b"HTTP/1.1 100 Continue\r\n\r\n",
                 Instant::now() + limit,
             )

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -78,6 +78,7 @@ pub(super) fn serve(
         read_timeout: opts.read_timeout,
         max_connections: opts.max_connections,
         stopping: AtomicBool::new(false),
+        accept_errors: AtomicU64::new(0),
         conns: Mutex::new(Registry::default()),
         left: Condvar::new(),
     });
@@ -109,13 +110,13 @@ pub(super) fn serve(
     })
 }
 
-/// The soft limit on open files up to the hard one: every connection costs two descriptors (the
-/// socket and the registry's handle on it), and the default soft limit (often 1024) is too low
-/// for a few hundred connections next to the daemon's own files.
+/// The soft limit on open files up to the hard one: every connection costs a descriptor, and the
+/// default soft limit (often 1024) leaves little room for a few hundred connections next to the
+/// daemon's own files.
 fn raise_fd_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            let need = 2 * max_connections as u64 + 64;
+            let need = max_connections as u64 + 64;
             if limit < need {
                 log::warn!(component = "api", limit = limit, maxConnections = max_connections;
                     "the open-file limit is below what server.maxConnections needs ({need}): \
@@ -136,6 +137,8 @@ struct Shared {
     read_timeout: Duration,
     max_connections: usize,
     stopping: AtomicBool,
+    /// Accept errors other than aborted handshakes, since the start (EMFILE...).
+    accept_errors: AtomicU64,
     conns: Mutex<Registry>,
     /// Signalled whenever a connection leaves the registry.
     left: Condvar,
@@ -149,7 +152,7 @@ struct Registry {
 }
 
 struct Slot {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     phase: Phase,
     since: Instant,
 }
@@ -173,9 +176,9 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// A slot for a new connection, closing another one if needed; None when every slot is busy
-    /// (or the server stops, or the socket cannot be duplicated).
-    fn admit(&self, stream: &TcpStream) -> Option<u64> {
+    /// A slot for a new connection, closing another one if needed; None when every slot is busy,
+    /// or the server stops.
+    fn admit(&self, stream: &Arc<TcpStream>) -> Option<u64> {
         let mut reg = self.registry();
         if self.stopping() {
             return None;
@@ -189,13 +192,12 @@ impl Shared {
                     "connection limit reached: closed a connection to admit a new one");
             }
         }
-        let handle = stream.try_clone().ok()?;
         let id = reg.next_id;
         reg.next_id += 1;
         reg.slots.insert(
             id,
             Slot {
-                stream: handle,
+                stream: Arc::clone(stream),
                 phase: Phase::Idle,
                 since: Instant::now(),
             },
@@ -305,6 +307,7 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
                     log::error!(component = "api", suppressed = more;
                         "accepting a connection: {e} (retrying)");
                 }
+                shared.accept_errors.fetch_add(1, Ordering::Relaxed);
                 thread::sleep(ACCEPT_PAUSE);
             }
         }
@@ -315,13 +318,16 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, log: &mut AcceptLog) {
     // Accepted sockets are blocking on Linux already; say so in case a platform differs.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
+    // Shared with the registry (not duplicated: one descriptor per connection), which shuts it
+    // down to close the connection from outside.
+    let stream = Arc::new(stream);
     let Some(id) = shared.admit(&stream) else {
         if !shared.stopping() {
             if let Some(more) = log.full.ready() {
                 log::warn!(component = "api", maxConnections = shared.max_connections,
                     suppressed = more; "every connection is busy with a request: answering 503");
             }
-            refuse(stream, shared.max_connections);
+            refuse(&stream, shared.max_connections);
         }
         return;
     };
@@ -348,7 +354,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, log: &mut AcceptLog) {
 /// Answers 503 on the accept thread without waiting on the client: the write is small, into an
 /// empty send buffer, and has a short timeout; what the client already sent is read, not waited
 /// for, so the close is not a reset that would discard the answer.
-fn refuse(mut stream: TcpStream, max: usize) {
+fn refuse(mut stream: &TcpStream, max: usize) {
     let reply = ApiReply::error(
         ErrorCode::Internal,
         format!("the API is serving its maximum of {max} connections (server.maxConnections); retry shortly"),
@@ -374,6 +380,11 @@ pub(super) struct Handle {
 impl Handle {
     pub(super) fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Accept errors so far (out of file descriptors...); the accept loops go on after each.
+    pub(super) fn accept_errors(&self) -> u64 {
+        self.shared.accept_errors.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, closes every connection not in the middle of a request, and waits (at most

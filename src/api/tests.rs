@@ -897,3 +897,35 @@ fn shutdown_frees_the_port_and_finishes_requests_in_flight() {
     assert_eq!(done.header("connection"), Some("close"));
     stopper.join().unwrap().expect("a clean shutdown");
 }
+
+#[test]
+fn running_out_of_file_descriptors_does_not_stop_the_accept_loop() {
+    if !in_own_process("api::tests::running_out_of_file_descriptors_does_not_stop_the_accept_loop")
+    {
+        return;
+    }
+    let srv = start(open());
+    let handle = &srv.running.as_ref().unwrap().server;
+    // Take every free descriptor, then give one back for a client's socket. The accept blocked
+    // right now has a descriptor reserved and takes that client; the next accept fails (EMFILE)
+    // until the rest are given back.
+    let mut hog = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    assert!(hog.pop().is_some());
+    let mut first = TcpStream::connect(srv.addr).expect("connect with the last descriptor");
+    wait_for("the accept loop to run out of descriptors", || {
+        handle.accept_errors() > 0
+    });
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = BufReader::new(first);
+    assert_eq!(read_response(&mut first).expect("served").status, 200);
+    drop(hog);
+    assert_eq!(get(srv.addr, "/healthz").status, 200, "accepting again");
+}
