@@ -383,6 +383,7 @@ impl Handle {
     }
 
     /// Accept errors so far (out of file descriptors...); the accept loops go on after each.
+    #[cfg(test)]
     pub(super) fn accept_errors(&self) -> u64 {
         self.shared.accept_errors.load(Ordering::Relaxed)
     }
@@ -440,7 +441,8 @@ impl Handle {
                 ),
             });
         }
-        log::info!(component = "api"; "API stopped");
+        log::info!(component = "api",
+            acceptErrors = shared.accept_errors.load(Ordering::Relaxed); "API stopped");
         Ok(())
     }
 
