@@ -348,12 +348,14 @@ pub(super) fn serve(stream: Arc<TcpStream>, limit: Duration, app: &App, tracker:
         let head = match conn.read_head(Instant::now() + limit) {
             Ok(head) => head,
             Err(HeadError::Reject(reject)) => {
+                log::debug!(component = "api", status = reject.status; "refused: {}", reject.msg);
                 let _ = conn.write_reply(reject.reply(), true, false);
                 conn.linger(tracker);
                 return;
             }
             Err(HeadError::Read(ReadError::Timeout(_))) => {
                 let msg = format!("the request head did not arrive within {limit:?}");
+                log::debug!(component = "api", status = 408; "dropped a slow client: {msg}");
                 let reply = ApiReply::error(ErrorCode::BadRequest, msg).with_status(408);
                 let _ = conn.write_reply(reply, true, false);
                 return;
@@ -641,7 +643,8 @@ impl<'c> Body<'c> {
                         self.conn.fill(deadline, want)?;
                     }
                     let pending = self.conn.pending();
-                    let n = pending.len().min(self.left as usize);
+                    let n =
+                        usize::try_from(self.left).map_or(pending.len(), |l| l.min(pending.len()));
                     sink(&pending[..n]);
                     self.conn.consume(n);
                     self.left -= n as u64;
