@@ -195,7 +195,7 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         allow_unauthenticated: cfg.server.allow_unauthenticated,
         ui: cfg.server.ui,
     };
-    let _server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
+    let server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
 
     let engine = Engine::new(
         &cfg.docker.host,
@@ -314,6 +314,9 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
     signal_handle.close();
     let _ = signal_thread.join();
     d.notifier.shutdown();
+    if let Err(e) = server.shutdown() {
+        log::warn!(component = "api"; "{e}");
+    }
     log::info!(component = "daemon"; "stopped");
     Ok(())
 }
