@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::docker::Engine;
 use crate::jobs::{ContainerResult, Counts, JobRecord};
+use crate::metrics::{Metrics, RegistryOutcome};
 use crate::model::{ContainerInfo, Status, UpdatePolicy};
 use crate::registry::{CredentialStore, RegistryClient};
 use crate::scanner::{CheckResult, ScanOptions, ScanSummary, Scanner};
@@ -42,6 +43,7 @@ pub(crate) enum Work {
 /// `/info`), the updater, and the stop flag.
 pub(crate) struct JobEnv {
     engine: Engine,
+    metrics: Option<Arc<Metrics>>,
     cfg: Config,
     scanner: Arc<OnceLock<Arc<Scanner>>>,
     updater: Updater,
@@ -166,9 +168,15 @@ impl JobDone {
 }
 
 impl JobEnv {
-    pub fn new(cfg: &Config, engine: Engine, scanner: Arc<OnceLock<Arc<Scanner>>>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        engine: Engine,
+        scanner: Arc<OnceLock<Arc<Scanner>>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let credentials = Arc::new(CredentialStore::new(&cfg.registry));
         JobEnv {
+            metrics,
             updater: Updater::new(engine.clone(), credentials, cfg.update.clone()),
             engine,
             cfg: cfg.clone(),
@@ -183,7 +191,7 @@ impl JobEnv {
         if let Some(s) = self.scanner.get() {
             return Ok(Arc::clone(s));
         }
-        let scanner = build_scanner(&self.cfg, &self.engine)?;
+        let scanner = build_scanner(&self.cfg, &self.engine, self.metrics.clone())?;
         Ok(Arc::clone(self.scanner.get_or_init(|| Arc::new(scanner))))
     }
 
@@ -307,6 +315,7 @@ impl JobEnv {
                 .unwrap_or_else(|| id.chars().take(12).collect())
         };
         for req in order {
+            let started = std::time::Instant::now();
             let name = name_of(&req.container);
             let outcome = if containers
                 .iter()
@@ -325,8 +334,12 @@ impl JobEnv {
                     log::info!(component = "updater", container = consumer.as_str(); "restarted after its network provider {name} was updated: {o:?}");
                 }
             }
-            out.results
-                .push(container_result(&req.container, &name, &outcome));
+            out.results.push(container_result(
+                &req.container,
+                &name,
+                &outcome,
+                started.elapsed(),
+            ));
         }
         if reqs.iter().all(|r| r.dry_run) {
             return out;
@@ -348,7 +361,35 @@ impl JobEnv {
                 .collect();
             scanner.forget(Some(&images));
         }
-        let rescan = self.scan(false);
+        let mut rescan = self.scan(false);
+        // A failed update is the container's status until the next scan (SPEC.md §6: `Error`,
+        // result `rolledBack`), even though the rescan sees the update still available.
+        for r in &out.results {
+            if r.outcome != "rolledBack" && r.outcome != "failed" {
+                continue;
+            }
+            let id = rescan
+                .discovery
+                .as_ref()
+                .and_then(|d| d.containers.iter().find(|c| c.name == r.container))
+                .map(|c| c.id.clone());
+            if let Some(check) = rescan
+                .checks
+                .iter_mut()
+                .find(|c| Some(&c.container_id) == id.as_ref())
+            {
+                check.status = Status::Error;
+                check.error = Some(format!(
+                    "update {}: {}",
+                    if r.outcome == "rolledBack" {
+                        "rolled back"
+                    } else {
+                        "failed"
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                ));
+            }
+        }
         out.discovery = rescan.discovery;
         out.checks = rescan.checks;
         out
@@ -472,14 +513,28 @@ fn engine_error_reply(e: &crate::docker::EngineError) -> ApiReply {
 
 /// The scanner for this config and engine: the engine tells which registries it treats as
 /// insecure and which image store it uses.
-pub(crate) fn build_scanner(cfg: &Config, engine: &Engine) -> Result<Scanner, String> {
+pub(crate) fn build_scanner(
+    cfg: &Config,
+    engine: &Engine,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Scanner, String> {
     let info = engine.info().map_err(|e| e.to_string())?;
-    let registry = RegistryClient::new(
+    let mut registry = RegistryClient::new(
         &cfg.registry,
         info.insecure_registry_names(),
         cfg.scan.concurrency,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(m) = metrics {
+        registry = registry.with_observer(Arc::new(move |host, outcome, took| {
+            let outcome = match outcome {
+                "ok" => RegistryOutcome::Ok,
+                "rate_limited" => RegistryOutcome::RateLimited,
+                _ => RegistryOutcome::Error,
+            };
+            m.registry_request(host, outcome, took);
+        }));
+    }
     Ok(Scanner::new(
         Arc::new(registry),
         cfg.policy.clone(),

@@ -3,6 +3,9 @@
 
 mod fixtures;
 
+mod check;
 mod engine;
 mod kit_selftest;
+mod scan;
+mod ui;
 mod update;
