@@ -1,9 +1,10 @@
 """A TCP proxy that adds round-trip latency and counts the HTTP requests passing through it.
 
 Latency: every chunk is forwarded RTT/2 after it arrived, in each direction, so one request and
-its answer cost one RTT however large the window. A new connection's first bytes wait one more
-RTT, standing for the TCP handshake a real network would cost (the client's connect() to us is
-local and instant). With RTT 0 bytes are forwarded at once.
+its answer cost one RTT however large the window. With `handshake` on, a new connection's first
+bytes wait one more RTT, standing for the TCP handshake a real network would cost (the client's
+connect() to us is local and instant); SPEC.md's ideal (⌈N/c⌉ + 2) × RTT counts no handshakes, so
+it is off by default. With RTT 0 bytes are forwarded at once.
 
 Counting: the client-to-server stream of each connection is parsed as HTTP/1.1 requests
 (Content-Length and chunked bodies are skipped), and each request line is classified: `ping`
@@ -158,6 +159,7 @@ class LatencyProxy:
         self.name = name
         self.upstream_port = upstream_port
         self.rtt = 0.0
+        self.handshake = False
         self.lock = threading.Lock()
         self.counts = collections.Counter()
         self.times = []  # (monotonic arrival time, kind) of each request
@@ -230,7 +232,7 @@ class LatencyProxy:
         with self.lock:
             self.connections += 1
         parser = RequestParser(self._count)
-        handshake = self.rtt
+        handshake = self.rtt if self.handshake else 0.0
         up = threading.Thread(
             target=self._pump, args=(client, upstream, parser, handshake), daemon=True
         )
