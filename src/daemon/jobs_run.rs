@@ -306,7 +306,7 @@ impl JobEnv {
         if reqs.is_empty() {
             return out;
         }
-        let order = self.order(reqs, containers);
+        let waves = self.waves(reqs, containers);
         let name_of = |id: &str| {
             containers
                 .iter()
@@ -314,7 +314,7 @@ impl JobEnv {
                 .map(|c| c.name.clone())
                 .unwrap_or_else(|| id.chars().take(12).collect())
         };
-        for req in order {
+        let one = |req: &UpdateRequest| {
             let started = std::time::Instant::now();
             let name = name_of(&req.container);
             let outcome = if containers
@@ -326,7 +326,7 @@ impl JobEnv {
                     rolled_back: false,
                 }
             } else {
-                self.updater.update(&req, &self.cancel)
+                self.updater.update(req, &self.cancel)
             };
             if matches!(outcome, Outcome::Updated { .. }) {
                 // Consumers of its network namespace hold the old, dead one: restart them.
@@ -334,13 +334,39 @@ impl JobEnv {
                     log::info!(component = "updater", container = consumer.as_str(); "restarted after its network provider {name} was updated: {o:?}");
                 }
             }
-            out.results.push(container_result(
-                &req.container,
-                &name,
-                &outcome,
-                started.elapsed(),
-            ));
+            container_result(&req.container, &name, &outcome, started.elapsed())
+        };
+        // Each wave's groups side by side, at most `update.concurrency` containers at once; the
+        // containers of one group (one image) one after another.
+        let results = std::sync::Mutex::new(Vec::new());
+        for wave in &waves {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let run_groups = || loop {
+                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(group) = wave.get(g) else { break };
+                for req in group {
+                    let r = one(req);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            };
+            let threads = self.cfg.update.concurrency.clamp(1, wave.len().max(1));
+            std::thread::scope(|scope| {
+                for i in 1..threads {
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("update-{i}"))
+                        .spawn_scoped(scope, run_groups);
+                    if let Err(e) = spawned {
+                        log::warn!(component = "updater"; "spawn an update thread: {e}");
+                    }
+                }
+                run_groups();
+            });
         }
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Report in plan order, whatever order the threads finished in.
+        let position = |id: &str| reqs.iter().position(|r| r.container == id);
+        results.sort_by_key(|r| position(&r.id));
+        out.results = results;
         if reqs.iter().all(|r| r.dry_run) {
             return out;
         }
@@ -396,8 +422,12 @@ impl JobEnv {
     }
 
     /// Dependency order (providers first, one image's containers together) from the engine's
-    /// `NetworkMode` and `Links` of each container.
-    fn order(&self, reqs: &[UpdateRequest], containers: &[ContainerInfo]) -> Vec<UpdateRequest> {
+    /// `NetworkMode` and `Links` of each container, as waves of independent groups.
+    fn waves(
+        &self,
+        reqs: &[UpdateRequest],
+        containers: &[ContainerInfo],
+    ) -> Vec<Vec<Vec<UpdateRequest>>> {
         let items: Vec<updater::OrderItem> = reqs
             .iter()
             .map(|r| {
@@ -428,10 +458,14 @@ impl JobEnv {
                 }
             })
             .collect();
-        updater::order(&items)
+        let request = |id: String| reqs.iter().find(|r| r.container == id).cloned();
+        updater::waves(&items)
             .into_iter()
-            .flatten()
-            .filter_map(|id| reqs.iter().find(|r| r.container == id).cloned())
+            .map(|wave| {
+                wave.into_iter()
+                    .map(|group| group.into_iter().filter_map(request).collect())
+                    .collect()
+            })
             .collect()
     }
 
