@@ -100,12 +100,18 @@ def images_of_run(run_id):
 
 
 def remove_images(run_id):
-    """Removes every image labelled with this run (all their tags)."""
-    n = 0
-    for img in images_of_run(run_id):
-        api("DELETE", f"/images/{img['Id']}?" + q({"force": "1", "noprune": "0"}))
-        n += 1
-    return n
+    """Removes every image labelled with this run (all their tags); children before parents, so
+    a few passes."""
+    removed = set()
+    for _ in range(5):
+        left = images_of_run(run_id)
+        if not left:
+            break
+        for img in left:
+            status, _ = api("DELETE", f"/images/{img['Id']}?" + q({"force": "1", "noprune": "0"}))
+            if status == 200:
+                removed.add(img["Id"])
+    return len(removed)
 
 
 def remove_image(ref):
