@@ -3,6 +3,9 @@
 
 mod fixtures;
 
+mod api_updates;
+mod daemon;
+mod discovery;
 mod engine;
 mod kit_selftest;
 mod update;
