@@ -125,6 +125,32 @@ impl JobDone {
         c
     }
 
+    /// What the job record shows as its last error: the job's own error, else a summary of the
+    /// containers whose update failed (a run with a failed update did not succeed).
+    pub fn record_error(&self) -> Option<String> {
+        if self.error.is_some() {
+            return self.error.clone();
+        }
+        let failed: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == "rolledBack" || r.outcome == "failed")
+            .map(|r| {
+                format!(
+                    "{} {}: {}",
+                    r.container,
+                    if r.outcome == "rolledBack" {
+                        "rolled back"
+                    } else {
+                        "failed"
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                )
+            })
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
     /// The answer for a waiting API client: the job record, or the SPEC's error for a failed update.
     pub fn reply(&self, record: Option<&JobRecord>) -> ApiReply {
         if let Some(r) = &self.reply {
@@ -349,8 +375,11 @@ impl JobEnv {
             scanner.forget(Some(&images));
         }
         let rescan = self.scan(false);
-        out.discovery = rescan.discovery;
         out.checks = rescan.checks;
+        if let Some(d) = &rescan.discovery {
+            mark_failed_updates(&mut out.checks, &d.containers, &out.results);
+        }
+        out.discovery = rescan.discovery;
         out
     }
 
@@ -461,6 +490,37 @@ impl JobEnv {
     }
 }
 
+/// A container whose update failed or was rolled back is `Error` with the update's message
+/// (SPEC.md §6) until its next check, not `UpdateAvailable` as the rescan alone would say.
+fn mark_failed_updates(
+    checks: &mut [CheckResult],
+    containers: &[ContainerInfo],
+    results: &[ContainerResult],
+) {
+    for r in results {
+        if r.outcome != "rolledBack" && r.outcome != "failed" {
+            continue;
+        }
+        // After a rollback the old container keeps its id; after a failed one, find it by name.
+        let id = containers
+            .iter()
+            .find(|c| c.id == r.id)
+            .or_else(|| containers.iter().find(|c| c.name == r.container))
+            .map(|c| c.id.as_str());
+        if let Some(chk) = checks
+            .iter_mut()
+            .find(|k| Some(k.container_id.as_str()) == id)
+        {
+            chk.status = Status::Error;
+            chk.error = Some(
+                r.error
+                    .clone()
+                    .unwrap_or_else(|| format!("the update of {} failed", r.container)),
+            );
+        }
+    }
+}
+
 fn engine_error_reply(e: &crate::docker::EngineError) -> ApiReply {
     match e.status() {
         Some(404) => ApiReply::error(ErrorCode::NotFound, e.to_string()),
@@ -514,4 +574,123 @@ fn snapshot_infos(snapshot: &Snapshot) -> Vec<ContainerInfo> {
             is_self: v.skip_reason.as_deref() == Some("self"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, name: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            image: "registry.test/app:1".into(),
+            image_id: "sha256:01".into(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            labels: Default::default(),
+            state: "running".into(),
+            running: true,
+            created: "2026-01-01T00:00:00Z".into(),
+            compose_project: None,
+            compose_service: None,
+            platform: Default::default(),
+            is_self: false,
+        }
+    }
+
+    fn check(id: &str) -> CheckResult {
+        CheckResult {
+            container_id: id.into(),
+            status: Status::UpdateAvailable,
+            current_digest: Some("sha256:aa".into()),
+            remote_digest: Some("sha256:bb".into()),
+            skip_reason: None,
+            error: None,
+            checked_at: "t".into(),
+            newer_versions: None,
+        }
+    }
+
+    fn result(id: &str, name: &str, outcome: &str) -> ContainerResult {
+        ContainerResult {
+            container: name.into(),
+            id: id.into(),
+            outcome: outcome.into(),
+            error: Some(format!("{name}: boom")),
+            from_image: None,
+            to_image: None,
+            steps: None,
+        }
+    }
+
+    #[test]
+    fn a_run_with_a_failed_update_records_an_error() {
+        let done = |results: Vec<ContainerResult>, error: Option<&str>| JobDone {
+            id: "run-1".into(),
+            duration: Duration::ZERO,
+            discovery: None,
+            checks: vec![],
+            scan: None,
+            results,
+            error: error.map(str::to_string),
+            recovered: false,
+            reply: None,
+        };
+        assert_eq!(
+            done(vec![result("c3", "fine", "updated")], None).record_error(),
+            None
+        );
+        assert_eq!(
+            done(
+                vec![
+                    result("c3", "fine", "updated"),
+                    result("a1", "rolled", "rolledBack"),
+                    result("b2", "failed", "failed"),
+                ],
+                None
+            )
+            .record_error()
+            .as_deref(),
+            Some("rolled rolled back: rolled: boom; failed failed: failed: boom")
+        );
+        assert_eq!(
+            done(
+                vec![result("a1", "rolled", "rolledBack")],
+                Some("scan: engine down")
+            )
+            .record_error()
+            .as_deref(),
+            Some("scan: engine down")
+        );
+    }
+
+    #[test]
+    fn failed_and_rolled_back_updates_leave_the_container_in_error() {
+        let containers = [
+            info("a1", "rolled"),
+            info("b2-new", "failed"),
+            info("c3", "fine"),
+        ];
+        let mut checks = vec![check("a1"), check("b2-new"), check("c3")];
+        let results = [
+            result("a1", "rolled", "rolledBack"),
+            // A failed rollback can leave another container under the name.
+            result("b2-old", "failed", "failed"),
+            result("c3", "fine", "updated"),
+        ];
+        mark_failed_updates(&mut checks, &containers, &results);
+        let got: Vec<(Status, Option<&str>)> = checks
+            .iter()
+            .map(|c| (c.status, c.error.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Status::Error, Some("rolled: boom")),
+                (Status::Error, Some("failed: boom")),
+                (Status::UpdateAvailable, None),
+            ]
+        );
+    }
 }

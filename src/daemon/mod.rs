@@ -555,7 +555,7 @@ impl Daemon {
                 &now,
                 done.duration.as_millis() as u64,
                 counts,
-                done.error.clone(),
+                done.record_error(),
                 (running.kind == JobKind::Update).then(|| done.results.clone()),
             );
         }

@@ -430,9 +430,11 @@ impl App {
             .create()
     }
 
-    /// Pushes `image` as `<repo>:<tag>`; returns (image id, pushed manifest digest).
+    /// Pushes `image` as `<repo>:<tag>`; returns (image id, pushed manifest digest). The local
+    /// tag is removed again, so that an update has to pull it as it would on a real host.
     pub fn push(&mut self, image: ImageGuard, tag: &str) -> (String, String) {
         let pushed = image.push_to(shared_registry(), &format!("{}:{tag}", self.repo));
+        let _ = docker(&["rmi", pushed.reference()]);
         let out = (image.id().to_string(), pushed.digest().to_string());
         self.pushed.push(pushed);
         self.images.push(image);
@@ -692,7 +694,10 @@ fn daemon_applies_an_update_by_itself_after_a_scheduled_scan() {
         ("update.autoUpdateCron", ""),
         ("policy.onlyLabels", &only),
     ]);
-    assert_eq!(serve.job("update")["schedule"], "after every scheduled scan");
+    assert_eq!(
+        serve.job("update")["schedule"],
+        "after every scheduled scan"
+    );
     serve.wait_container(ctr.name(), "UpToDate", Duration::from_secs(30), |v| {
         v["status"] == "UpToDate"
     });
@@ -753,7 +758,12 @@ fn daemon_start_recovers_an_interrupted_update() {
         (j["trigger"] == "startup" && j["lastEnd"].is_string()).then_some(j)
     });
     assert_eq!(job["outcome"], "succeeded", "{job}");
-    assert_eq!(id_of(ctr.name()).as_deref(), Some(ctr.id()), "{}", serve.log());
+    assert_eq!(
+        id_of(ctr.name()).as_deref(),
+        Some(ctr.id()),
+        "{}",
+        serve.log()
+    );
     assert!(running(ctr.name()));
     let v = ctr.inspect();
     assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
