@@ -119,10 +119,6 @@ impl Serve {
         panic!("serve did not start:\n{last}");
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
