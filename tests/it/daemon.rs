@@ -771,3 +771,77 @@ fn daemon_start_recovers_an_interrupted_update() {
     let status = serve.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", serve.log());
 }
+
+/// SIGTERM while an update is past its stop step: `/readyz` answers 503 while the update is
+/// finished (the new container becomes healthy after a few seconds), then the process exits 0
+/// and exactly one container holds the name, running the new image.
+#[test]
+fn daemon_sigterm_during_an_update_finishes_it_then_exits_0() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let _one = exclusive();
+    let run = unique("run");
+    let mut app = App::new(&run);
+    app.push_and_pull(App::plain("1"), "latest");
+    let slow = Image::build(&format!("{}:slow", unique("src")))
+        .file("/version", "slow")
+        .healthcheck(
+            "test -f /ready",
+            Duration::from_millis(300),
+            40,
+            Duration::ZERO,
+        )
+        .cmd(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM INT; (sleep 4; touch /ready) & while :; do sleep 3600 & wait $!; done",
+        ])
+        .create();
+    let ctr = ContainerBuilder::new(&app.reference("latest"))
+        .label("wdtest.run", &run)
+        .run();
+    let _sweep = SweepContainers(ctr.name().to_string());
+    let only = format!("wdtest.run={run}");
+    let mut serve = Serve::start(&[
+        ("server.token", "T"),
+        ("scan.interval", "1h"),
+        ("update.enabled", "false"),
+        ("policy.onlyLabels", &only),
+    ]);
+    serve.wait_container(ctr.name(), "UpToDate", Duration::from_secs(30), |v| {
+        v["status"] == "UpToDate"
+    });
+    let (slow_id, _) = app.push(slow, "latest");
+    let (status, v) = serve.call(
+        "POST",
+        &format!("/api/containers/{}/update", ctr.name()),
+        Some("T"),
+        None,
+    );
+    assert_eq!(status, 202, "{v}");
+    // Past the stop step: the old container is parked.
+    let parked_prefix = format!("{}-wd-old-", ctr.name());
+    wait_for(
+        "the old container to be parked",
+        Duration::from_secs(30),
+        || (!fixtures::containers_named(&parked_prefix).is_empty()).then_some(()),
+    );
+    send_signal("-TERM", serve.pid());
+    let (code, body) = wait_for("/readyz to answer 503", Duration::from_secs(10), || {
+        fixtures::http_get(&serve.addr, "/readyz")
+            .ok()
+            .filter(|(code, _)| *code == 503)
+    });
+    assert_eq!(code, 503, "{body}");
+    let status = serve.terminate(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    assert_eq!(
+        fixtures::containers_named(ctr.name()),
+        vec![ctr.name().to_string()],
+        "{}",
+        serve.log()
+    );
+    assert_eq!(image_of(ctr.name()).as_deref(), Some(slow_id.as_str()));
+    assert!(running(ctr.name()));
+}
