@@ -5,7 +5,7 @@
 //! (`50002`), manual rollback, stop/start/remove, and batch runs that leave compose containers
 //! alone.
 
-use crate::daemon::{exclusive, id_of, image_of, running, App, Serve, BIN};
+use crate::daemon::{exclusive, id_of, image_of, running, App, Receiver, Serve, BIN};
 use crate::fixtures::{
     self, unique, wait_for, ContainerBuilder, ContainerGuard, Image, ImageGuard,
 };
@@ -288,7 +288,12 @@ fn api_failed_update_is_rolled_back_with_50002_and_cli_exit_codes() {
     let ctr = app_container(&app, &run);
     let name = ctr.name().to_string();
 
-    let serve = serve_for(&run, &[("scan.cacheTTL", "1s")]);
+    let hook = Receiver::start();
+    let url = hook.url();
+    let serve = serve_for(
+        &run,
+        &[("scan.cacheTTL", "1s"), ("notify.webhooks[0].url", &url)],
+    );
     serve.wait_container(&name, "checked", Duration::from_secs(20), |v| {
         v["status"] == "UpToDate"
     });
@@ -317,6 +322,14 @@ fn api_failed_update_is_rolled_back_with_50002_and_cli_exit_codes() {
     assert_eq!(job["outcome"], "failed", "{job}");
     assert!(job["lastError"].is_string(), "{job}");
     assert_eq!(job["counts"]["rolledBack"], 1, "{job}");
+    let failed = wait_for("the failed webhook", Duration::from_secs(15), || {
+        let f = hook.events("failed", &name);
+        (!f.is_empty()).then_some(f)
+    });
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["rolledBack"], true, "{failed:?}");
+    assert!(failed[0]["error"].is_string(), "{failed:?}");
+    assert!(hook.events("updated", &name).is_empty());
     drop(serve);
 
     // The command line: a dry run plans (0); a failing update is rolled back (4).
