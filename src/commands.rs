@@ -268,7 +268,7 @@ fn check(
     let d = crate::daemon::discover_now(&engine, cfg.docker.include_stopped)?;
     let chosen: Vec<crate::model::ContainerInfo> =
         select(&d.containers, names)?.into_iter().cloned().collect();
-    let scanner = crate::daemon::build_scanner(cfg, &engine)?;
+    let scanner = crate::daemon::build_scanner(cfg, &engine, None)?;
     let (checks, _) = scanner.scan(&chosen, &jiff::Timestamp::now().to_string());
     let views: Vec<crate::state::ContainerView> = chosen
         .iter()
@@ -334,7 +334,7 @@ pub fn check_table(views: &[crate::state::ContainerView]) -> String {
 fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8, Box<dyn Error>> {
     let engine = engine(cfg)?;
     let scanner = std::sync::Arc::new(std::sync::OnceLock::new());
-    let env = crate::daemon::JobEnv::new(cfg, engine.clone(), scanner);
+    let env = crate::daemon::JobEnv::new(cfg, engine.clone(), scanner, None);
     let snapshot = crate::state::Snapshot::default();
     // A crash of an earlier run is mended before anything else is touched.
     let startup = env.run(

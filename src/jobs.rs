@@ -51,6 +51,8 @@ pub struct ContainerResult {
     pub error: Option<String>,
     pub from_image: Option<String>,
     pub to_image: Option<String>,
+    /// How long this container's update took (pull to proven or rolled back).
+    pub duration_ms: u64,
     /// Dry run: the steps that would be taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<String>>,

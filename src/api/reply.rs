@@ -84,12 +84,12 @@ pub struct ApiReply {
 impl ApiReply {
     /// 200 `{code: 0, msg: "ok", data}`.
     pub fn ok(data: impl Serialize) -> ApiReply {
-        Self::success(200, data)
+        Self::success(200, "ok", data)
     }
 
     /// 202 `{code: 0, msg: "accepted", data}`: a job was started (data names it).
     pub fn accepted(data: impl Serialize) -> ApiReply {
-        Self::success(202, data)
+        Self::success(202, "accepted", data)
     }
 
     /// The error's HTTP status and `{code, msg, data: null}`.
@@ -141,11 +141,11 @@ impl ApiReply {
         }
     }
 
-    fn success(status: u16, data: impl Serialize) -> ApiReply {
+    fn success(status: u16, msg: &str, data: impl Serialize) -> ApiReply {
         match serde_json::to_value(data) {
             Ok(data) => ApiReply {
                 status,
-                body: ReplyBody::Json(json!({ "code": 0, "msg": "ok", "data": data })),
+                body: ReplyBody::Json(json!({ "code": 0, "msg": msg, "data": data })),
                 headers: Vec::new(),
             },
             // Only a map with non-string keys or a failing Serialize impl gets here: a bug, not input.

@@ -58,50 +58,8 @@ impl DaemonBackend {
                     .set_ratelimit_remaining(&st.host, st.rate_limit_remaining);
             }
         }
-        let mut text = self.metrics.render();
-        if let Some(s) = self.scanner.get() {
-            text.push_str(&registry_counters(&s.registry().stats()));
-        }
-        text
+        self.metrics.render()
     }
-}
-
-/// Registry request counters and latency from the registry client's own figures (it counts every
-/// request it sends, token requests included).
-fn registry_counters(stats: &[crate::registry::RegistryStats]) -> String {
-    use crate::metrics::escape_label;
-    use std::fmt::Write;
-    let mut out = String::new();
-    out.push_str("# HELP watchdocker_registry_http_requests_total HTTP requests sent to registries, by outcome.\n");
-    out.push_str("# TYPE watchdocker_registry_http_requests_total counter\n");
-    for s in stats {
-        for (outcome, n) in &s.requests_by_outcome {
-            let _ = writeln!(
-                out,
-                "watchdocker_registry_http_requests_total{{registry=\"{}\",outcome=\"{}\"}} {n}",
-                escape_label(&s.host),
-                escape_label(outcome)
-            );
-        }
-    }
-    out.push_str(
-        "# HELP watchdocker_registry_latency_seconds Time spent waiting for registries.\n",
-    );
-    out.push_str("# TYPE watchdocker_registry_latency_seconds summary\n");
-    for s in stats {
-        let host = escape_label(&s.host);
-        let _ = writeln!(
-            out,
-            "watchdocker_registry_latency_seconds_sum{{registry=\"{host}\"}} {}",
-            s.latency_seconds_sum
-        );
-        let _ = writeln!(
-            out,
-            "watchdocker_registry_latency_seconds_count{{registry=\"{host}\"}} {}",
-            s.requests
-        );
-    }
-    out
 }
 
 fn resolve(snap: &Snapshot, key: &str) -> Result<String, ApiReply> {

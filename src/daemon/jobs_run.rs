@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::docker::Engine;
 use crate::jobs::{ContainerResult, Counts, JobRecord};
+use crate::metrics::{Metrics, RegistryOutcome};
 use crate::model::{ContainerInfo, Status, UpdatePolicy};
 use crate::registry::{CredentialStore, RegistryClient};
 use crate::scanner::{CheckResult, ScanOptions, ScanSummary, Scanner};
@@ -42,6 +43,7 @@ pub(crate) enum Work {
 /// `/info`), the updater, and the stop flag.
 pub(crate) struct JobEnv {
     engine: Engine,
+    metrics: Option<Arc<Metrics>>,
     cfg: Config,
     scanner: Arc<OnceLock<Arc<Scanner>>>,
     updater: Updater,
@@ -192,9 +194,15 @@ impl JobDone {
 }
 
 impl JobEnv {
-    pub fn new(cfg: &Config, engine: Engine, scanner: Arc<OnceLock<Arc<Scanner>>>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        engine: Engine,
+        scanner: Arc<OnceLock<Arc<Scanner>>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let credentials = Arc::new(CredentialStore::new(&cfg.registry));
         JobEnv {
+            metrics,
             updater: Updater::new(engine.clone(), credentials, cfg.update.clone()),
             engine,
             cfg: cfg.clone(),
@@ -209,7 +217,7 @@ impl JobEnv {
         if let Some(s) = self.scanner.get() {
             return Ok(Arc::clone(s));
         }
-        let scanner = build_scanner(&self.cfg, &self.engine)?;
+        let scanner = build_scanner(&self.cfg, &self.engine, self.metrics.clone())?;
         Ok(Arc::clone(self.scanner.get_or_init(|| Arc::new(scanner))))
     }
 
@@ -324,7 +332,7 @@ impl JobEnv {
         if reqs.is_empty() {
             return out;
         }
-        let order = self.order(reqs, containers);
+        let waves = self.waves(reqs, containers);
         let name_of = |id: &str| {
             containers
                 .iter()
@@ -332,7 +340,8 @@ impl JobEnv {
                 .map(|c| c.name.clone())
                 .unwrap_or_else(|| id.chars().take(12).collect())
         };
-        for req in order {
+        let one = |req: &UpdateRequest| {
+            let started = std::time::Instant::now();
             let name = name_of(&req.container);
             let outcome = if containers
                 .iter()
@@ -343,7 +352,7 @@ impl JobEnv {
                     rolled_back: false,
                 }
             } else {
-                self.updater.update(&req, &self.cancel)
+                self.updater.update(req, &self.cancel)
             };
             if matches!(outcome, Outcome::Updated { .. }) {
                 // Consumers of its network namespace hold the old, dead one: restart them.
@@ -351,9 +360,39 @@ impl JobEnv {
                     log::info!(component = "updater", container = consumer.as_str(); "restarted after its network provider {name} was updated: {o:?}");
                 }
             }
-            out.results
-                .push(container_result(&req.container, &name, &outcome));
+            container_result(&req.container, &name, &outcome, started.elapsed())
+        };
+        // Each wave's groups side by side, at most `update.concurrency` containers at once; the
+        // containers of one group (one image) one after another.
+        let results = std::sync::Mutex::new(Vec::new());
+        for wave in &waves {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let run_groups = || loop {
+                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(group) = wave.get(g) else { break };
+                for req in group {
+                    let r = one(req);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            };
+            let threads = self.cfg.update.concurrency.clamp(1, wave.len().max(1));
+            std::thread::scope(|scope| {
+                for i in 1..threads {
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("update-{i}"))
+                        .spawn_scoped(scope, run_groups);
+                    if let Err(e) = spawned {
+                        log::warn!(component = "updater"; "spawn an update thread: {e}");
+                    }
+                }
+                run_groups();
+            });
         }
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Report in plan order, whatever order the threads finished in.
+        let position = |id: &str| reqs.iter().position(|r| r.container == id);
+        results.sort_by_key(|r| position(&r.id));
+        out.results = results;
         if reqs.iter().all(|r| r.dry_run) {
             return out;
         }
@@ -374,18 +413,47 @@ impl JobEnv {
                 .collect();
             scanner.forget(Some(&images));
         }
-        let rescan = self.scan(false);
-        out.checks = rescan.checks;
-        if let Some(d) = &rescan.discovery {
-            mark_failed_updates(&mut out.checks, &d.containers, &out.results);
+        let mut rescan = self.scan(false);
+        // A failed update is the container's status until the next scan (SPEC.md §6: `Error`,
+        // result `rolledBack`), even though the rescan sees the update still available.
+        for r in &out.results {
+            if r.outcome != "rolledBack" && r.outcome != "failed" {
+                continue;
+            }
+            let id = rescan
+                .discovery
+                .as_ref()
+                .and_then(|d| d.containers.iter().find(|c| c.name == r.container))
+                .map(|c| c.id.clone());
+            if let Some(check) = rescan
+                .checks
+                .iter_mut()
+                .find(|c| Some(&c.container_id) == id.as_ref())
+            {
+                check.status = Status::Error;
+                check.error = Some(format!(
+                    "update {}: {}",
+                    if r.outcome == "rolledBack" {
+                        "rolled back"
+                    } else {
+                        "failed"
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                ));
+            }
         }
         out.discovery = rescan.discovery;
+        out.checks = rescan.checks;
         out
     }
 
     /// Dependency order (providers first, one image's containers together) from the engine's
-    /// `NetworkMode` and `Links` of each container.
-    fn order(&self, reqs: &[UpdateRequest], containers: &[ContainerInfo]) -> Vec<UpdateRequest> {
+    /// `NetworkMode` and `Links` of each container, as waves of independent groups.
+    fn waves(
+        &self,
+        reqs: &[UpdateRequest],
+        containers: &[ContainerInfo],
+    ) -> Vec<Vec<Vec<UpdateRequest>>> {
         let items: Vec<updater::OrderItem> = reqs
             .iter()
             .map(|r| {
@@ -416,10 +484,14 @@ impl JobEnv {
                 }
             })
             .collect();
-        updater::order(&items)
+        let request = |id: String| reqs.iter().find(|r| r.container == id).cloned();
+        updater::waves(&items)
             .into_iter()
-            .flatten()
-            .filter_map(|id| reqs.iter().find(|r| r.container == id).cloned())
+            .map(|wave| {
+                wave.into_iter()
+                    .map(|group| group.into_iter().filter_map(request).collect())
+                    .collect()
+            })
             .collect()
     }
 
@@ -490,37 +562,6 @@ impl JobEnv {
     }
 }
 
-/// A container whose update failed or was rolled back is `Error` with the update's message
-/// (SPEC.md §6) until its next check, not `UpdateAvailable` as the rescan alone would say.
-fn mark_failed_updates(
-    checks: &mut [CheckResult],
-    containers: &[ContainerInfo],
-    results: &[ContainerResult],
-) {
-    for r in results {
-        if r.outcome != "rolledBack" && r.outcome != "failed" {
-            continue;
-        }
-        // After a rollback the old container keeps its id; after a failed one, find it by name.
-        let id = containers
-            .iter()
-            .find(|c| c.id == r.id)
-            .or_else(|| containers.iter().find(|c| c.name == r.container))
-            .map(|c| c.id.as_str());
-        if let Some(chk) = checks
-            .iter_mut()
-            .find(|k| Some(k.container_id.as_str()) == id)
-        {
-            chk.status = Status::Error;
-            chk.error = Some(
-                r.error
-                    .clone()
-                    .unwrap_or_else(|| format!("the update of {} failed", r.container)),
-            );
-        }
-    }
-}
-
 fn engine_error_reply(e: &crate::docker::EngineError) -> ApiReply {
     match e.status() {
         Some(404) => ApiReply::error(ErrorCode::NotFound, e.to_string()),
@@ -532,14 +573,28 @@ fn engine_error_reply(e: &crate::docker::EngineError) -> ApiReply {
 
 /// The scanner for this config and engine: the engine tells which registries it treats as
 /// insecure and which image store it uses.
-pub(crate) fn build_scanner(cfg: &Config, engine: &Engine) -> Result<Scanner, String> {
+pub(crate) fn build_scanner(
+    cfg: &Config,
+    engine: &Engine,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Scanner, String> {
     let info = engine.info().map_err(|e| e.to_string())?;
-    let registry = RegistryClient::new(
+    let mut registry = RegistryClient::new(
         &cfg.registry,
         info.insecure_registry_names(),
         cfg.scan.concurrency,
     )
     .map_err(|e| e.to_string())?;
+    if let Some(m) = metrics {
+        registry = registry.with_observer(Arc::new(move |host, outcome, took| {
+            let outcome = match outcome {
+                "ok" => RegistryOutcome::Ok,
+                "rate_limited" => RegistryOutcome::RateLimited,
+                _ => RegistryOutcome::Error,
+            };
+            m.registry_request(host, outcome, took);
+        }));
+    }
     Ok(Scanner::new(
         Arc::new(registry),
         cfg.policy.clone(),
@@ -580,38 +635,6 @@ fn snapshot_infos(snapshot: &Snapshot) -> Vec<ContainerInfo> {
 mod tests {
     use super::*;
 
-    fn info(id: &str, name: &str) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: name.into(),
-            image: "registry.test/app:1".into(),
-            image_id: "sha256:01".into(),
-            repo_tags: vec![],
-            repo_digests: vec![],
-            labels: Default::default(),
-            state: "running".into(),
-            running: true,
-            created: "2026-01-01T00:00:00Z".into(),
-            compose_project: None,
-            compose_service: None,
-            platform: Default::default(),
-            is_self: false,
-        }
-    }
-
-    fn check(id: &str) -> CheckResult {
-        CheckResult {
-            container_id: id.into(),
-            status: Status::UpdateAvailable,
-            current_digest: Some("sha256:aa".into()),
-            remote_digest: Some("sha256:bb".into()),
-            skip_reason: None,
-            error: None,
-            checked_at: "t".into(),
-            newer_versions: None,
-        }
-    }
-
     fn result(id: &str, name: &str, outcome: &str) -> ContainerResult {
         ContainerResult {
             container: name.into(),
@@ -621,6 +644,7 @@ mod tests {
             from_image: None,
             to_image: None,
             steps: None,
+            duration_ms: 0,
         }
     }
 
@@ -662,35 +686,6 @@ mod tests {
             .record_error()
             .as_deref(),
             Some("scan: engine down")
-        );
-    }
-
-    #[test]
-    fn failed_and_rolled_back_updates_leave_the_container_in_error() {
-        let containers = [
-            info("a1", "rolled"),
-            info("b2-new", "failed"),
-            info("c3", "fine"),
-        ];
-        let mut checks = vec![check("a1"), check("b2-new"), check("c3")];
-        let results = [
-            result("a1", "rolled", "rolledBack"),
-            // A failed rollback can leave another container under the name.
-            result("b2-old", "failed", "failed"),
-            result("c3", "fine", "updated"),
-        ];
-        mark_failed_updates(&mut checks, &containers, &results);
-        let got: Vec<(Status, Option<&str>)> = checks
-            .iter()
-            .map(|c| (c.status, c.error.as_deref()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (Status::Error, Some("rolled: boom")),
-                (Status::Error, Some("failed: boom")),
-                (Status::UpdateAvailable, None),
-            ]
         );
     }
 }

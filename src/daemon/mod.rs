@@ -96,6 +96,11 @@ pub(crate) enum LifecycleOp {
     Remove { force: bool },
 }
 
+enum WorkKind {
+    Batch,
+    Other,
+}
+
 /// Messages to the event loop from its helpers.
 pub(crate) enum Event {
     Discovered(Result<(Discovery, Option<EngineSummary>), EngineError>),
@@ -130,6 +135,8 @@ struct Running {
     containers: Vec<String>,
     /// A scheduled scan is followed by the update job (autoUpdateCron empty).
     then_update: bool,
+    /// An update of every eligible container (scheduled or `POST /api/updates/run`).
+    batch: bool,
 }
 
 /// Everything the loop owns.
@@ -186,8 +193,9 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         token: cfg.server.token.clone(),
         read_token: cfg.server.read_token.clone(),
         allow_unauthenticated: cfg.server.allow_unauthenticated,
+        ui: cfg.server.ui,
     };
-    let _server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
+    let server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
 
     let engine = Engine::new(
         &cfg.docker.host,
@@ -254,7 +262,12 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
     );
     let notifier = Notifier::start(&cfg.notify, hostname(), NotifierOptions::default())
         .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))?;
-    let env = Arc::new(JobEnv::new(&cfg, engine, scanner));
+    let env = Arc::new(JobEnv::new(
+        &cfg,
+        engine,
+        scanner,
+        Some(Arc::clone(&metrics)),
+    ));
     let mut d = Daemon {
         state,
         env,
@@ -301,6 +314,9 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
     signal_handle.close();
     let _ = signal_thread.join();
     d.notifier.shutdown();
+    if let Err(e) = server.shutdown() {
+        log::warn!(component = "api"; "{e}");
+    }
     log::info!(component = "daemon"; "stopped");
     Ok(())
 }
@@ -445,7 +461,7 @@ impl Daemon {
 
     /// The scheduled update job: scan first when the results are older than `cacheTTL`.
     fn start_batch_update(&mut self, trigger: Trigger) {
-        if self.running.contains_key("update") {
+        if self.running.values().any(|r| r.batch) {
             return;
         }
         self.start_job(
@@ -478,6 +494,11 @@ impl Daemon {
             }
             id.to_string()
         };
+        let work_kind = if matches!(work, Work::Batch { .. }) {
+            WorkKind::Batch
+        } else {
+            WorkKind::Other
+        };
         let env = Arc::clone(&self.env);
         let tx = self.done_tx.clone();
         let job_id = id.clone();
@@ -502,6 +523,7 @@ impl Daemon {
                         handle,
                         waiters: waiter.into_iter().collect(),
                         kind,
+                        batch: matches!(work_kind, WorkKind::Batch),
                         containers,
                         then_update: false,
                     },
@@ -538,12 +560,16 @@ impl Daemon {
         for c in &done.checks {
             self.checks.insert(c.container_id.clone(), c.clone());
         }
-        if let Some(summary) = &done.scan {
-            self.metrics.scan_finished(
-                done.error.is_none(),
-                summary.duration,
-                jiff::Timestamp::now().as_millisecond() as f64 / 1000.0,
-            );
+        let at = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        match &done.scan {
+            Some(summary) => self
+                .metrics
+                .scan_finished(done.error.is_none(), summary.duration, at),
+            // A scan that could not run at all (engine down, no registry client).
+            None if running.kind == JobKind::Scan && done.error.is_some() => {
+                self.metrics.scan_finished(false, done.duration, at)
+            }
+            None => {}
         }
         self.notify_available(&done.checks);
         for r in &done.results {
@@ -623,7 +649,7 @@ impl Daemon {
                     image,
                     from_image_id: r.from_image.clone().unwrap_or_default(),
                     to_image_id: r.to_image.clone().unwrap_or_default(),
-                    duration_ms: 0,
+                    duration_ms: r.duration_ms,
                 });
             }
             "rolledBack" | "failed" => {
@@ -653,12 +679,14 @@ impl Daemon {
                 }
                 self.discovery_error = None;
                 if !self.recovered && !self.running.contains_key("scan") && !self.shutting_down {
-                    // The engine was down at start: recovery (and nothing else) runs now.
+                    // The engine was down at start: recovery, and the initial scan, run now.
                     self.start_job(
                         "scan",
                         JobKind::Scan,
                         Trigger::Startup,
-                        Work::Startup { scan: false },
+                        Work::Startup {
+                            scan: self.cfg.scan.initial_scan_on_start,
+                        },
                         vec![],
                         None,
                     );
@@ -750,12 +778,16 @@ impl Daemon {
                     ));
                     return;
                 }
-                if ids.is_empty() && self.running.contains_key("update") {
-                    let _ = reply.send(ApiReply::error(
-                        ErrorCode::Conflict,
-                        "the update job is already running",
-                    ));
-                    return;
+                if ids.is_empty() {
+                    if let Some((id, _)) = self.running.iter().find(|(_, r)| r.batch) {
+                        let _ = reply.send(ApiReply::error(
+                            ErrorCode::Conflict,
+                            format!(
+                                "an update of all eligible containers is already running ({id})"
+                            ),
+                        ));
+                        return;
+                    }
                 }
                 let work = if ids.is_empty() {
                     Work::Batch { dry_run }
@@ -954,7 +986,12 @@ pub(crate) fn discover_now(
 }
 
 /// Maps an updater outcome to the job's per-container result.
-pub(crate) fn container_result(id: &str, name: &str, outcome: &Outcome) -> ContainerResult {
+pub(crate) fn container_result(
+    id: &str,
+    name: &str,
+    outcome: &Outcome,
+    took: Duration,
+) -> ContainerResult {
     let mut r = ContainerResult {
         container: name.to_string(),
         id: id.to_string(),
@@ -962,6 +999,7 @@ pub(crate) fn container_result(id: &str, name: &str, outcome: &Outcome) -> Conta
         error: None,
         from_image: None,
         to_image: None,
+        duration_ms: took.as_millis() as u64,
         steps: None,
     };
     match outcome {

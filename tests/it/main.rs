@@ -4,8 +4,11 @@
 mod fixtures;
 
 mod api_updates;
+mod check;
 mod daemon;
 mod discovery;
 mod engine;
 mod kit_selftest;
+mod scan;
+mod ui;
 mod update;
