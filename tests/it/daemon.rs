@@ -17,19 +17,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_watch-docker");
 
-/// Every `serve` start runs crash recovery over the whole engine, and every update parks a
-/// container under a `-wd-old-` name for a while: a daemon starting during another test's update
-/// would "recover" that update. The end-to-end tests therefore run one at a time.
-pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::fixtures::exclusive;
 
 /// One registry per test binary for the end-to-end modules (each test uses its own repositories).
 /// Its watchdog stops it when the test process exits; its temp dir is swept by the next run.
