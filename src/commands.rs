@@ -346,7 +346,14 @@ fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8
         return Err(e.into());
     }
     let out = if all {
-        env.run(&crate::daemon::Work::Batch { dry_run }, true, &snapshot)
+        env.run(
+            &crate::daemon::Work::Batch {
+                dry_run,
+                avoid: vec![],
+            },
+            true,
+            &snapshot,
+        )
     } else {
         let d = crate::daemon::discover_now(&engine, true)?;
         let reqs = select(&d.containers, names)?

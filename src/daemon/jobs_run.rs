@@ -31,6 +31,9 @@ pub(crate) enum Work {
     /// Every eligible container with an update (`updatePolicy: auto`).
     Batch {
         dry_run: bool,
+        /// (container name, remote digest) pairs whose update already failed: a scheduled run does
+        /// not stop the same container again for the same new image.
+        avoid: Vec<(String, String)>,
     },
     Update(Vec<UpdateRequest>),
     Lifecycle {
@@ -247,7 +250,7 @@ impl JobEnv {
                 out
             }
             Work::Scan { fresh } => self.scan(*fresh),
-            Work::Batch { dry_run } => self.batch(*dry_run),
+            Work::Batch { dry_run, avoid } => self.batch(*dry_run, avoid),
             Work::Update(reqs) => {
                 let containers = snapshot_infos(snapshot);
                 self.updates(reqs, &containers)
@@ -288,7 +291,7 @@ impl JobEnv {
         out
     }
 
-    fn batch(&self, dry_run: bool) -> JobOutput {
+    fn batch(&self, dry_run: bool, avoid: &[(String, String)]) -> JobOutput {
         // Scan first: within cacheTTL it costs no registry request, and it makes the decision
         // from the engine's current containers, not an old snapshot.
         let scanned = self.scan(false);
@@ -299,11 +302,21 @@ impl JobEnv {
             .containers
             .iter()
             .filter(|c| {
+                let Some(check) = scanned.checks.iter().find(|k| k.container_id == c.id) else {
+                    return false;
+                };
+                let failed_before = avoid.iter().any(|(name, digest)| {
+                    *name == c.name && check.remote_digest.as_deref() == Some(digest)
+                });
+                if failed_before && check.status == Status::UpdateAvailable {
+                    log::info!(
+                        component = "updater", container = c.name.as_str(), action = "skip";
+                        "not retrying: the update to this image failed before (update it through the API to try again)"
+                    );
+                }
                 !c.is_self
-                    && scanned
-                        .checks
-                        .iter()
-                        .any(|k| k.container_id == c.id && k.status == Status::UpdateAvailable)
+                    && check.status == Status::UpdateAvailable
+                    && !failed_before
                     && crate::policy::update_policy(c, self.cfg.update.allow_compose_update).0
                         == UpdatePolicy::Auto
             })
