@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(250);
 /// A stop request may take the container's stop timeout; the HTTP request gets this much more.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a removal the engine already started may take before we try again.
+const REMOVAL_WAIT: Duration = Duration::from_secs(30);
 
 /// What to do to one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -925,11 +927,8 @@ impl Updater {
         progress: &Progress,
     ) -> Result<(), UpdateError> {
         if let Some(new_id) = &progress.new_id {
-            match self.remove(new_id, true) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(self.engine_err(old, "rollback: remove new container")(e)),
-            }
+            self.remove_gone(new_id)
+                .map_err(self.engine_err(old, "rollback: remove new container"))?;
         }
         match self.engine.inspect_container_raw(&old.id) {
             Ok(_) => self.restore(old, progress.renamed, progress.policy_cleared, old.running),
@@ -1036,6 +1035,34 @@ impl Updater {
         self.engine
             .request("DELETE", &path, None, &[], None)
             .map(|_| ())
+    }
+
+    /// Force-removes a container and returns once it is gone. A `--rm` container that exited
+    /// may already be being removed by the engine (409 "already in progress"): wait for that.
+    pub(super) fn remove_gone(&self, id: &str) -> Result<(), EngineError> {
+        match self.remove(id, true) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(_) if Instant::now() >= deadline => {
+                    return self.remove(id, true).or_else(|e| {
+                        if e.is_not_found() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                }
+                Ok(_) => std::thread::sleep(POLL),
+            }
+        }
     }
 
     fn create_container(&self, name: &str, body: &Value) -> Result<String, EngineError> {

@@ -126,13 +126,13 @@ impl Updater {
                     ));
                 }
                 Err(e) => {
-                    self.remove(&holder_id, true)
+                    self.remove_gone(&holder_id)
                         .map_err(engine_err("remove the unproven replacement"))?;
                     return revert(&e.to_string());
                 }
             }
         }
-        self.remove(&holder_id, true)
+        self.remove_gone(&holder_id)
             .map_err(engine_err("remove the unstarted replacement"))?;
         revert("the replacement was never started")
     }
