@@ -109,6 +109,13 @@ struct World {
     _pushed: Vec<PushedImage>,
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        // By id: removes the tags and the digest references the pulls added.
+        let _ = docker(&["rmi", "-f", self.v1.id(), self.v2.id()]);
+    }
+}
+
 impl World {
     fn new(tag: &str, v1: fn(&str) -> ImageGuard, v2: fn(&str) -> ImageGuard) -> World {
         let registry = Registry::start_basic_auth(USER, PASS);
@@ -594,6 +601,12 @@ fn rm_container_survives_a_failed_update() {
         "kept",
         "the anonymous volume survived"
     );
+    // The engine removes a --rm container itself when it is killed; wait for that before the
+    // images go, or they are only untagged.
+    let _ = docker(&["rm", "-f", &name]);
+    fixtures::wait_for("the --rm container to be gone", HEALTHY, || {
+        inspect("container", &name).is_none().then_some(())
+    });
 }
 
 #[test]
