@@ -336,9 +336,8 @@ impl Updater {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string();
-        let Some(old_id) = provider_inspect
-            .pointer(&format!("/Config/Labels/{}", UPDATE_OF.replace('/', "~1")))
-            .and_then(Value::as_str)
+        let Some(old_id) = provider_inspect["Config"]["Labels"][UPDATE_OF]
+            .as_str()
             .map(str::to_string)
         else {
             return Vec::new();
@@ -444,10 +443,8 @@ impl Updater {
             container: old.name.clone(),
             reason,
         };
-        let previous = old
-            .inspect
-            .pointer(&format!("/Config/Labels/{}", labels::PREVIOUS_IMAGE))
-            .and_then(Value::as_str)
+        let previous = old.inspect["Config"]["Labels"][labels::PREVIOUS_IMAGE]
+            .as_str()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 refused(format!(
@@ -763,8 +760,12 @@ impl Updater {
             .map_err(self.engine_err(old, "create"))?;
         progress.new_id = Some(new_id.clone());
         self.crash(old, Step::Created)?;
+        // `connect_all` names the network in its error.
         self.connect_all(&new_id, plan)
-            .map_err(self.engine_err(old, "connect"))?;
+            .map_err(|source| UpdateError::Engine {
+                container: old.name.clone(),
+                source,
+            })?;
         self.crash(old, Step::Connected)?;
         Ok(new_id)
     }
@@ -878,11 +879,7 @@ impl Updater {
     /// container's own previous image), unless a container uses or names it.
     fn cleanup_images(&self, old: &Old) {
         let mut candidates = vec![old.image_id.clone()];
-        if let Some(prev) = old
-            .inspect
-            .pointer(&format!("/Config/Labels/{}", labels::PREVIOUS_IMAGE))
-            .and_then(Value::as_str)
-        {
+        if let Some(prev) = old.inspect["Config"]["Labels"][labels::PREVIOUS_IMAGE].as_str() {
             candidates.push(prev.to_string());
         }
         let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
@@ -976,7 +973,10 @@ impl Updater {
             .create_container(&plan.name, &plan.body)
             .map_err(self.engine_err(old, "rollback: re-create"))?;
         self.connect_all(&id, &plan)
-            .map_err(self.engine_err(old, "rollback: connect"))?;
+            .map_err(|e| UpdateError::Engine {
+                container: old.name.clone(),
+                source: e.context("rollback: connect"),
+            })?;
         if old.running {
             self.start(&id)
                 .map_err(self.engine_err(old, "rollback: start re-created container"))?;

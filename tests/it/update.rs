@@ -572,12 +572,14 @@ fn rm_container_survives_a_failed_update() {
         return;
     }
     let mut world = World::new("upd-rm", plain, image_exits);
+    let net = Network::create();
     let mut volumes = Volumes::default();
     let name = unique("upd-rm-ctr");
     let _sweep = Sweep(name.clone());
     let ctr = ContainerBuilder::new(&world.reference)
         .name(&name)
         .env("USER_VAR", "u")
+        .network(net.name(), Some("svc"), Some(&net.ip(30)))
         .rm()
         .run();
     ctr.wait_running(HEALTHY);
@@ -595,6 +597,11 @@ fn rm_container_survives_a_failed_update() {
     volumes.add_from(&v);
     assert_eq!(v["Image"], world.v1.id());
     assert_eq!(v["HostConfig"]["AutoRemove"], true);
+    assert_eq!(
+        v["NetworkSettings"]["Networks"][net.name()]["IPAddress"],
+        net.ip(30)
+    );
+    assert!(aliases(&v, net.name()).contains("svc"));
     assert!(env_of(&v).contains("USER_VAR=u"));
     assert_eq!(
         exec(&name, "cat /data/f"),
@@ -825,4 +832,60 @@ fn downtime_of_an_update_next_to_stop_and_run() {
         "DOWNTIME update (old FinishedAt → new StartedAt): {update_down:?}; \
          docker stop + docker run: {manual_down:?} (wall clock of both commands {wall_manual:?})"
     );
+}
+
+/// With `cleanupImages`, an update removes the image that nothing runs or names any more (the
+/// one before the previous), and keeps the previous one for a rollback.
+#[test]
+fn cleanup_removes_only_images_nobody_needs() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let mut world = World::new("upd-clean", plain, plain);
+    let v3 = plain(&format!("{}:v3", unique("upd-clean")));
+    let net = Network::create();
+    let mut volumes = Volumes::default();
+    let name = unique("upd-clean-ctr");
+    let _sweep = Sweep(name.clone());
+    let ctr = simple_container(&world, &net, &name);
+    ctr.wait_running(HEALTHY);
+    volumes.add_from(&ctr.inspect());
+    // As on a real host: the old images are known only by their registry digest.
+    docker_ok(&["rmi", world.v1.name_tag()]);
+    world.publish_v2();
+    docker_ok(&["rmi", world.v2.name_tag()]);
+    let mut cfg = update_config();
+    cfg.cleanup_images = true;
+    let updater = updater_with((1, 41), &world.registry, cfg);
+
+    let outcome = run(&updater, &request(ctr.id()));
+    let Outcome::Updated { new_id, .. } = outcome else {
+        panic!("expected Updated, got {outcome:?}");
+    };
+    volumes.add_from(&ctr.inspect_current().expect("updated"));
+    assert!(
+        inspect("image", world.v1.id()).is_some(),
+        "v1 is the previous image: kept"
+    );
+
+    let repo_tag = world
+        .reference
+        .split_once('/')
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    let pushed = v3.push_to(&world.registry, &repo_tag);
+    world.untag();
+    let outcome = run(&updater, &request(&new_id));
+    assert!(matches!(outcome, Outcome::Updated { .. }), "{outcome:?}");
+    volumes.add_from(&ctr.inspect_current().expect("updated"));
+    assert!(
+        inspect("image", world.v1.id()).is_none(),
+        "v1: nothing runs or names it"
+    );
+    assert!(
+        inspect("image", world.v2.id()).is_some(),
+        "v2 is the previous image: kept"
+    );
+    drop(pushed);
+    let _ = docker(&["rmi", "-f", v3.id()]);
 }
