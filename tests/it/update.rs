@@ -889,3 +889,53 @@ fn cleanup_removes_only_images_nobody_needs() {
     drop(pushed);
     let _ = docker(&["rmi", "-f", v3.id()]);
 }
+
+/// `{"image": "repo:newtag"}`: the same safe sequence, and the new container names that reference.
+#[test]
+fn image_override_moves_to_another_reference() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let world = World::new("upd-move", plain, plain);
+    let net = Network::create();
+    let mut volumes = Volumes::default();
+    let name = unique("upd-move-ctr");
+    let _sweep = Sweep(name.clone());
+    let ctr = simple_container(&world, &net, &name);
+    ctr.wait_running(HEALTHY);
+    volumes.add_from(&ctr.inspect());
+    let repo = world
+        .reference
+        .split_once('/')
+        .and_then(|(_, r)| r.rsplit_once(':'))
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or_default();
+    let next = world.v2.push_to(&world.registry, &format!("{repo}:next"));
+    docker_ok(&["rmi", next.reference()]);
+    let updater = updater_with((1, 41), &world.registry, update_config());
+
+    let mut req = request(ctr.id());
+    req.image = Some(String::new());
+    let outcome = run(&updater, &req);
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                rolled_back: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+
+    req.image = Some(next.reference().to_string());
+    let outcome = run(&updater, &req);
+    assert!(
+        matches!(&outcome, Outcome::Updated { to_image, .. } if to_image == world.v2.id()),
+        "{outcome:?}"
+    );
+    let v = assert_intact(&name, &net, None);
+    volumes.add_from(&v);
+    assert_eq!(v["Config"]["Image"], next.reference());
+    assert_eq!(v["Image"], world.v2.id());
+}
