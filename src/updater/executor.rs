@@ -25,6 +25,17 @@
 //! restore its restart policy, start it if it was running. `update.rollback: false` does not
 //! change that: leaving the service down is never the better choice, so the setting is not read.
 //!
+//! The rename comes before the stop, so for the few seconds of a graceful stop the old container
+//! answers to its parked name only (its DNS name on user networks goes with the rename); it is
+//! shutting down anyway, and without it a crash there would lose its restart policy.
+//!
+//! Also: `cancel` is read once, after the pull and before anything is changed. A rollback
+//! request uses the `watchdocker.previous-image` image by id (no pull; `Config.Image` becomes that
+//! id, since its tag has moved on). With `update.cleanupImages`, the candidates are the old image
+//! and the old container's own previous image; each goes only if no container uses it or names
+//! it as `previous-image` — so the previous image stays for a rollback, and the one before it
+//! goes. Dangling images this update did not replace are not touched.
+//!
 //! Knows the engine calls and their order; the create body is `recreate`'s, names are `names`'.
 
 use super::names::{self, RestartPolicy, START_AFTER_UPDATE, UPDATE_OF};
