@@ -1076,6 +1076,36 @@ impl Updater {
         }
     }
 
+    /// Waits (up to a deadline) until the engine has removed a container it is removing; false
+    /// when it is still there.
+    pub(super) fn wait_gone(&self, id: &str) -> bool {
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return true,
+                _ if Instant::now() >= deadline => return false,
+                _ => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// Whether a container exists and is not on its way out. One the engine is removing (a
+    /// stopped `--rm` container) is waited for, and then does not exist.
+    pub(super) fn exists(&self, id: &str) -> Result<bool, EngineError> {
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) => return Err(e),
+                Ok(v) if v.pointer("/State/Status").and_then(Value::as_str) != Some("removing") => {
+                    return Ok(true)
+                }
+                Ok(_) if Instant::now() >= deadline => return Ok(true),
+                Ok(_) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
     fn create_container(&self, name: &str, body: &Value) -> Result<String, EngineError> {
         let path = format!("/containers/create{}", query(&[("name", name)]));
         let created: Option<Value> = self.engine.post_json(&path, Some(body))?;

@@ -28,6 +28,13 @@ use serde_json::Value;
 impl Updater {
     /// Finishes or reverts interrupted updates. Returns one human-readable line per action.
     pub fn recover(&self) -> Vec<String> {
+        self.recover_where(&|_| true)
+    }
+
+    /// `recover`, limited to containers whose original name passes `keep` (tests share one
+    /// engine and must not finish each other's updates).
+    #[doc(hidden)]
+    pub fn recover_where(&self, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
         let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
             Ok(all) => all,
             Err(e) => return vec![format!("recovery: list containers: {e}")],
@@ -35,12 +42,24 @@ impl Updater {
         let mut report = Vec::new();
         for c in &all {
             let name = c["Names"][0].as_str().unwrap_or("");
-            let Some(parked) = names::parse_parked(name) else {
+            let Some(parked) = names::parse_parked(name).filter(|p| keep(&p.original)) else {
                 continue;
             };
             let id = c["Id"].as_str().unwrap_or_default();
-            let line = match self.recover_parked(id, &parked) {
-                Ok(line) => line,
+            if let Ok(inspect) = self.engine.inspect_container_raw(id) {
+                // Being removed, or about to be; its replacement is dealt with below. One the
+                // engine keeps (it died before removing it) is recovered like any other.
+                if stopped_rm(&inspect) && self.wait_gone(id) {
+                    continue;
+                }
+            }
+            let line = match self.exists(id) {
+                // A `--rm` container the engine was removing when we died: nothing to revert.
+                Ok(false) => continue,
+                Ok(true) => match self.recover_parked(id, &parked) {
+                    Ok(line) => line,
+                    Err(e) => format!("recovery of {}: {e}", parked.original),
+                },
                 Err(e) => format!("recovery of {}: {e}", parked.original),
             };
             log::warn!(component = "updater", container = parked.original.as_str(),
@@ -52,8 +71,12 @@ impl Updater {
                 continue;
             };
             let name = c["Names"][0].as_str().unwrap_or("").trim_start_matches('/');
-            let old_left = all.iter().any(|o| o["Id"].as_str() == Some(old_id));
-            if old_left || names::parse_parked(name).is_some() {
+            let listed = all.iter().any(|o| o["Id"].as_str() == Some(old_id));
+            if names::parse_parked(name).is_some() || !keep(name) {
+                continue;
+            }
+            // Listed does not mean alive: a `--rm` one may have been on its way out.
+            if listed && !matches!(self.exists(old_id), Ok(false)) {
                 continue;
             }
             let id = c["Id"].as_str().unwrap_or_default();
@@ -200,6 +223,20 @@ fn orphan_to_start(inspect: &Value) -> bool {
     never_started && inspect["Config"]["Labels"][START_AFTER_UPDATE].as_str() == Some("true")
 }
 
+/// A `--rm` container that ran and stopped: the engine removes it, now or in a moment.
+fn stopped_rm(inspect: &Value) -> bool {
+    let auto_remove = inspect
+        .pointer("/HostConfig/AutoRemove")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let running = inspect.pointer("/State/Running").and_then(Value::as_bool) == Some(true);
+    let started = inspect
+        .pointer("/State/StartedAt")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.starts_with("0001-"));
+    auto_remove && !running && started
+}
+
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
@@ -246,6 +283,18 @@ mod tests {
             assert_eq!(decide("old", true, Some(&other)), Action::LeaveAlone);
         }
         assert_eq!(decide("old", true, Some(&json!({}))), Action::LeaveAlone);
+    }
+
+    #[test]
+    fn a_stopped_rm_container_is_on_its_way_out() {
+        let c = |auto_remove: bool, running: bool, started: &str| {
+            json!({"HostConfig": {"AutoRemove": auto_remove},
+                   "State": {"Running": running, "StartedAt": started}})
+        };
+        assert!(stopped_rm(&c(true, false, "2026-11-29T06:00:00Z")));
+        assert!(!stopped_rm(&c(true, true, "2026-11-29T06:00:00Z")));
+        assert!(!stopped_rm(&c(true, false, "0001-01-01T00:00:00Z")));
+        assert!(!stopped_rm(&c(false, false, "2026-11-29T06:00:00Z")));
     }
 
     #[test]

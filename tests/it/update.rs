@@ -545,7 +545,8 @@ fn recovery_after_a_crash_at_each_step() {
             1,
             "{step:?}: parked"
         );
-        let lines = updater_with((1, 41), &world.registry, cfg.clone()).recover();
+        let lines =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
         eprintln!("recover after {step:?}: {lines:?}");
         assert!(
             lines.iter().any(|l| l.contains(&name)),
@@ -561,7 +562,8 @@ fn recovery_after_a_crash_at_each_step() {
         };
         assert_eq!(v["Image"], expected_image, "{step:?}");
         // A second recovery finds nothing to do.
-        let again = updater_with((1, 41), &world.registry, cfg.clone()).recover();
+        let again =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
         assert!(!again.iter().any(|l| l.contains(&name)), "{again:?}");
     }
 }
@@ -726,7 +728,8 @@ fn dry_run_cancel_and_rollback_request() {
 
     let outcome = updater.update(&request(ctr.id()), &AtomicBool::new(true));
     assert!(
-        matches!(&outcome, Outcome::Failed { rolled_back: false, error } if error.contains("abandoned")),
+        matches!(&outcome, Outcome::Failed { rolled_back: false, error }
+            if error.contains("abandoned")),
         "{outcome:?}"
     );
     assert_eq!(
@@ -938,4 +941,72 @@ fn image_override_moves_to_another_reference() {
     volumes.add_from(&v);
     assert_eq!(v["Config"]["Image"], next.reference());
     assert_eq!(v["Image"], world.v2.id());
+}
+
+/// `--rm`: the replacement is created before the old one is stopped (the old one vanishes on
+/// stop); a crash at each of those steps still leaves one running container under the name.
+#[test]
+fn recovery_of_an_rm_container_after_a_crash_at_each_step() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let mut world = World::new("upd-rmcrash", plain, plain);
+    world.publish_v2();
+    let mut volumes = Volumes::default();
+    let mut cfg = update_config();
+    cfg.settle_time = Duration::from_millis(500);
+    for step in [
+        Step::Renamed,
+        Step::Created,
+        Step::Connected,
+        Step::Stopped,
+        Step::Started,
+    ] {
+        let name = unique("upd-rmcrash-ctr");
+        let _sweep = Sweep(name.clone());
+        world.retag_v1();
+        let ctr = ContainerBuilder::new(&world.reference)
+            .name(&name)
+            .env("USER_VAR", "u")
+            .rm()
+            .run();
+        world.untag();
+        ctr.wait_running(HEALTHY);
+        exec(&name, "echo kept > /data/f");
+        volumes.add_from(&ctr.inspect());
+        let crashing = updater_with((1, 41), &world.registry, cfg.clone()).with_crash_after(step);
+        let outcome = run(&crashing, &request(ctr.id()));
+        assert!(
+            matches!(outcome, Outcome::Failed { .. }),
+            "{step:?}: {outcome:?}"
+        );
+        let lines =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
+        eprintln!("recover after {step:?}: {lines:?}");
+        if step != Step::Started {
+            assert!(
+                lines.iter().any(|l| l.contains(&name)),
+                "{step:?}: {lines:?}"
+            );
+        }
+        let v = fixtures::wait_for(&format!("{name} running"), HEALTHY, || {
+            inspect("container", &name).filter(|v| v["State"]["Running"] == true)
+        });
+        assert_eq!(
+            containers_exactly(&name),
+            vec![name.clone()],
+            "{step:?}: exactly one"
+        );
+        volumes.add_from(&v);
+        assert!(env_of(&v).contains("USER_VAR=u"), "{step:?}");
+        assert_eq!(v["HostConfig"]["AutoRemove"], true, "{step:?}");
+        assert_eq!(exec(&name, "cat /data/f"), "kept", "{step:?}");
+        let again =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
+        assert!(!again.iter().any(|l| l.contains(&name)), "{again:?}");
+        let _ = docker(&["rm", "-f", &name]);
+        fixtures::wait_for("the --rm container to be gone", HEALTHY, || {
+            inspect("container", &name).is_none().then_some(())
+        });
+    }
 }
