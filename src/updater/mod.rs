@@ -2,9 +2,9 @@
 //!
 //! `recreate` is the pure part: old inspect data + old image → the create request for the new
 //! container. It does no I/O and never reads the clock. `names` is the other pure part: the
-//! names and labels an update leaves behind for crash
-//! recovery. `order` sorts a batch. `pull` pulls through the engine; `executor` runs the
-//! sequence and its rollback; `recovery` finishes or reverts updates a crash interrupted.
+//! names and labels an update leaves behind for crash recovery. `order` sorts a batch. `pull`
+//! pulls through the engine; `executor` runs the sequence and its rollback; `recovery` finishes
+//! or reverts updates a crash interrupted.
 //!
 //! What callers own: which containers to update (policy, compose, our own container), the batch
 //! order (`order`, fed with `HostConfig.NetworkMode` and `HostConfig.Links` from inspect), the
