@@ -320,26 +320,34 @@ impl Updater {
         self.replace(&old, &target, None)
     }
 
-    /// Recreates, from the image they run, the containers that share the network namespace of
-    /// the container that replaced another under `provider` (`network_mode: container:<old id>`):
-    /// their namespace died with the old provider, and a restart cannot rejoin by id. Each goes
-    /// through the same safe sequence (without a pull). Returns (consumer name, outcome).
+    /// Reconnects the containers that share the network namespace of `provider`
+    /// (`network_mode: container:...`) after it was replaced or restarted: their namespace died
+    /// with the provider's old process.
+    /// - A consumer naming the container `provider` replaced (its `watchdocker.update-of` id) is
+    ///   recreated from the image it runs, through the same safe sequence (no pull): a restart
+    ///   cannot rejoin a container that is gone.
+    /// - A running consumer naming `provider` itself that started before it (a rolled-back
+    ///   provider was stopped and started again) is restarted: `Unchanged` with that reason.
+    ///
+    /// Returns (consumer name, outcome); failures are `Failed { rolled_back: false }` unless
+    /// the recreation itself says otherwise.
     pub fn restart_consumers(&self, provider: &str) -> Vec<(String, Outcome)> {
+        let fail = |subject: &str, action: &str, e: EngineError| {
+            let error = UpdateError::Engine {
+                container: subject.to_string(),
+                source: e.context(action.to_string()),
+            };
+            (
+                subject.to_string(),
+                Outcome::Failed {
+                    error: error.to_string(),
+                    rolled_back: false,
+                },
+            )
+        };
         let provider_inspect = match self.engine.inspect_container_raw(provider) {
             Ok(v) => v,
-            Err(e) => {
-                let error = UpdateError::Engine {
-                    container: provider.to_string(),
-                    source: e.context("inspect"),
-                };
-                return vec![(
-                    provider.to_string(),
-                    Outcome::Failed {
-                        error: error.to_string(),
-                        rolled_back: false,
-                    },
-                )];
-            }
+            Err(e) => return vec![fail(provider, "inspect", e)],
         };
         let provider_id = provider_inspect["Id"].as_str().unwrap_or_default();
         let provider_name = provider_inspect["Name"]
@@ -347,52 +355,73 @@ impl Updater {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string();
-        let Some(old_id) = provider_inspect["Config"]["Labels"][UPDATE_OF]
+        let provider_started = started_at(&provider_inspect);
+        let old_id = provider_inspect["Config"]["Labels"][UPDATE_OF]
             .as_str()
-            .map(str::to_string)
-        else {
-            return Vec::new();
-        };
+            .map(str::to_string);
         let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
             Ok(all) => all,
-            Err(e) => {
-                let error = UpdateError::Engine {
-                    container: provider_name.clone(),
-                    source: e.context("list containers"),
-                };
-                return vec![(
-                    provider_name,
-                    Outcome::Failed {
-                        error: error.to_string(),
-                        rolled_back: false,
-                    },
-                )];
-            }
+            Err(e) => return vec![fail(&provider_name, "list containers", e)],
         };
         let mut out = Vec::new();
         for c in all {
-            let mode = c
-                .pointer("/HostConfig/NetworkMode")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let Some(target) = mode.strip_prefix("container:") else {
+            let mode = c["HostConfig"]["NetworkMode"].as_str().unwrap_or("");
+            let Some(target) = mode.strip_prefix("container:").filter(|t| !t.is_empty()) else {
                 continue;
             };
-            if target.is_empty() || target == provider_id || !old_id.starts_with(target) {
+            let id = c["Id"].as_str().unwrap_or_default().to_string();
+            let name = names::original_name(c["Names"][0].as_str().unwrap_or(&id));
+            if !provider_id.is_empty() && provider_id.starts_with(target) {
+                let consumer = match self.engine.inspect_container_raw(&id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.push(fail(&name, "inspect consumer", e));
+                        continue;
+                    }
+                };
+                let running = consumer["State"]["Running"].as_bool() == Some(true);
+                let stale = match (started_at(&consumer), provider_started) {
+                    (Some(c), Some(p)) => c < p,
+                    _ => false,
+                };
+                if !running || !stale {
+                    continue;
+                }
+                let t = recreate::stop_timeout(&consumer, self.cfg.stop_timeout);
+                let path = format!(
+                    "/containers/{}/restart{}",
+                    path_segment(&id),
+                    query(&[("t", &t.as_secs().to_string())])
+                );
+                match self
+                    .engine
+                    .request("POST", &path, None, &[], Some(t + STOP_GRACE))
+                {
+                    Ok(_) => out.push((
+                        name,
+                        Outcome::Unchanged {
+                            reason: format!(
+                                "restarted to rejoin the network namespace of {provider_name}"
+                            ),
+                        },
+                    )),
+                    Err(e) => out.push(fail(&name, "restart consumer", e)),
+                }
                 continue;
             }
-            let id = c["Id"].as_str().unwrap_or_default().to_string();
+            let Some(old_id) = old_id.as_deref().filter(|o| o.starts_with(target)) else {
+                continue;
+            };
             let outcome = match self.inspect_old(&id) {
                 Ok(consumer) => {
-                    let target = self.same_image(&consumer);
-                    self.replace(&consumer, &target, Some((&old_id, &provider_name)))
+                    let image = self.same_image(&consumer);
+                    self.replace(&consumer, &image, Some((old_id, &provider_name)))
                 }
                 Err(e) => Outcome::Failed {
                     error: e.to_string(),
                     rolled_back: false,
                 },
             };
-            let name = names::original_name(c["Names"][0].as_str().unwrap_or(&id));
             out.push((name, outcome));
         }
         out
@@ -1129,6 +1158,14 @@ impl Updater {
         }
         Ok(())
     }
+}
+
+/// `State.StartedAt`, when the container has started at all.
+fn started_at(inspect: &Value) -> Option<jiff::Timestamp> {
+    inspect["State"]["StartedAt"]
+        .as_str()
+        .filter(|s| !s.starts_with("0001-"))
+        .and_then(|s| s.parse().ok())
 }
 
 fn duration_ms(since: Instant) -> u64 {

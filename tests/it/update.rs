@@ -674,6 +674,30 @@ fn network_consumer_is_recreated_after_its_provider() {
         containers_exactly(&consumer_name),
         vec![consumer_name.clone()]
     );
+
+    // A provider stopped and started again (as a rollback does) keeps its id; a restart of
+    // the consumer is enough, and nothing else is touched.
+    let consumer_id = c["Id"].as_str().unwrap_or_default().to_string();
+    docker_ok(&["restart", "-t", "1", &name]);
+    assert!(
+        !exec(&consumer_name, "ip -4 addr").contains(&net.ip(20)),
+        "namespace died"
+    );
+    let results = updater.restart_consumers(&name);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        matches!(results[0].1, Outcome::Unchanged { .. }),
+        "{results:?}"
+    );
+    assert!(exec(&consumer_name, "ip -4 addr").contains(&net.ip(20)));
+    assert_eq!(
+        inspect("container", &consumer_name).expect("consumer")["Id"],
+        consumer_id.as_str()
+    );
+    assert!(
+        updater.restart_consumers(&name).is_empty(),
+        "nothing left to do"
+    );
 }
 
 #[test]
