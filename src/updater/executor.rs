@@ -272,7 +272,12 @@ impl Updater {
                 Err(e) => return failed(e),
             };
             if req.dry_run {
-                return self.dry_run(&old, &format!("pull {reference}"), &reference.to_string());
+                let written = req
+                    .image
+                    .clone()
+                    .or_else(|| old.inspect["Config"]["Image"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return self.dry_run(&old, &format!("pull {reference}"), &written);
             }
             match self.pull(&old.name, &reference) {
                 Ok(image_id) => {
@@ -291,8 +296,14 @@ impl Updater {
                             reason: format!("{reference} is {image_id}, which it already runs"),
                         };
                     }
+                    // As the user wrote it (`nginx:1.27`, not `docker.io/library/nginx:1.27`).
+                    let written = req
+                        .image
+                        .as_deref()
+                        .or(old.inspect["Config"]["Image"].as_str())
+                        .unwrap_or_default();
                     Target {
-                        config_image: reference.to_string(),
+                        config_image: written.to_string(),
                         image_id,
                     }
                 }
