@@ -13,7 +13,7 @@ use crate::fixtures::{
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use watch_docker::config::{Config, RegistryAuth, Secret, UpdateConfig};
 use watch_docker::docker::Engine;
@@ -109,8 +109,18 @@ struct World {
     _pushed: Vec<PushedImage>,
 }
 
+/// Held while this module builds images or removes them. The legacy builder shares cached
+/// intermediate images between builds of the same first steps, and removing an image also removes
+/// its unused parents: a removal racing a build can take the build's cached parent away under it.
+static IMAGES: Mutex<()> = Mutex::new(());
+
+fn images_lock() -> MutexGuard<'static, ()> {
+    IMAGES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Drop for World {
     fn drop(&mut self) {
+        let _lock = images_lock();
         // By id: removes the tags and the digest references the pulls added.
         let _ = docker(&["rmi", "-f", self.v1.id(), self.v2.id()]);
     }
@@ -120,8 +130,10 @@ impl World {
     fn new(tag: &str, v1: fn(&str) -> ImageGuard, v2: fn(&str) -> ImageGuard) -> World {
         let registry = Registry::start_basic_auth(USER, PASS);
         let name = unique(tag);
-        let v1 = v1(&format!("{name}:v1"));
-        let v2 = v2(&format!("{name}:v2"));
+        let (v1, v2) = {
+            let _lock = images_lock();
+            (v1(&format!("{name}:v1")), v2(&format!("{name}:v2")))
+        };
         let pushed = v1.push_to(&registry, &format!("{name}:latest"));
         pushed.pull_back();
         World {
@@ -869,7 +881,10 @@ fn cleanup_removes_only_images_nobody_needs() {
         return;
     }
     let mut world = World::new("upd-clean", plain, plain);
-    let v3 = plain(&format!("{}:v3", unique("upd-clean")));
+    let v3 = {
+        let _lock = images_lock();
+        plain(&format!("{}:v3", unique("upd-clean")))
+    };
     let net = Network::create();
     let mut volumes = Volumes::default();
     let name = unique("upd-clean-ctr");
@@ -902,7 +917,10 @@ fn cleanup_removes_only_images_nobody_needs() {
         .unwrap_or_default();
     let pushed = v3.push_to(&world.registry, &repo_tag);
     world.untag();
+    // This update removes an image.
+    let lock = images_lock();
     let outcome = run(&updater, &request(&new_id));
+    drop(lock);
     assert!(matches!(outcome, Outcome::Updated { .. }), "{outcome:?}");
     volumes.add_from(&ctr.inspect_current().expect("updated"));
     assert!(
@@ -914,6 +932,7 @@ fn cleanup_removes_only_images_nobody_needs() {
         "v2 is the previous image: kept"
     );
     drop(pushed);
+    let _lock = images_lock();
     let _ = docker(&["rmi", "-f", v3.id()]);
 }
 
