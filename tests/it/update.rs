@@ -446,11 +446,15 @@ fn timestamp(v: &Value) -> jiff::Timestamp {
 
 #[test]
 fn update_keeps_configuration_at_api_1_41() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     full_update_keeps_configuration((1, 41), true);
 }
 
 #[test]
 fn update_keeps_configuration_at_api_1_40_and_keeps_the_old_one() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     full_update_keeps_configuration((1, 40), false);
 }
 
@@ -511,16 +515,22 @@ fn rolled_back_when(v2: fn(&str) -> ImageGuard, tag: &str) {
 
 #[test]
 fn v2_that_exits_at_once_is_rolled_back() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     rolled_back_when(image_exits, "upd-exits");
 }
 
 #[test]
 fn v2_that_is_unhealthy_is_rolled_back() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     rolled_back_when(image_unhealthy, "upd-sick");
 }
 
 #[test]
 fn recovery_after_a_crash_at_each_step() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -582,6 +592,8 @@ fn recovery_after_a_crash_at_each_step() {
 
 #[test]
 fn rm_container_survives_a_failed_update() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -632,6 +644,8 @@ fn rm_container_survives_a_failed_update() {
 
 #[test]
 fn network_consumer_is_recreated_after_its_provider() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -714,6 +728,8 @@ fn network_consumer_is_recreated_after_its_provider() {
 
 #[test]
 fn dry_run_cancel_and_rollback_request() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -811,6 +827,8 @@ fn dry_run_cancel_and_rollback_request() {
 /// same container: engine timestamps, old `FinishedAt` → new `StartedAt`.
 #[test]
 fn downtime_of_an_update_next_to_stop_and_run() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -877,6 +895,8 @@ fn downtime_of_an_update_next_to_stop_and_run() {
 /// one before the previous), and keeps the previous one for a rollback.
 #[test]
 fn cleanup_removes_only_images_nobody_needs() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -939,6 +959,8 @@ fn cleanup_removes_only_images_nobody_needs() {
 /// `{"image": "repo:newtag"}`: the same safe sequence, and the new container names that reference.
 #[test]
 fn image_override_moves_to_another_reference() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -990,6 +1012,8 @@ fn image_override_moves_to_another_reference() {
 /// stop); a crash at each of those steps still leaves one running container under the name.
 #[test]
 fn recovery_of_an_rm_container_after_a_crash_at_each_step() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
