@@ -31,6 +31,9 @@ pub(crate) enum Work {
     /// Every eligible container with an update (`updatePolicy: auto`).
     Batch {
         dry_run: bool,
+        /// (container name, remote digest) pairs whose update already failed: a scheduled run does
+        /// not stop the same container again for the same new image.
+        avoid: Vec<(String, String)>,
     },
     Update(Vec<UpdateRequest>),
     Lifecycle {
@@ -127,6 +130,32 @@ impl JobDone {
         c
     }
 
+    /// What the job record shows as its last error: the job's own error, else a summary of the
+    /// containers whose update failed (a run with a failed update did not succeed).
+    pub fn record_error(&self) -> Option<String> {
+        if self.error.is_some() {
+            return self.error.clone();
+        }
+        let failed: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == "rolledBack" || r.outcome == "failed")
+            .map(|r| {
+                format!(
+                    "{} {}: {}",
+                    r.container,
+                    if r.outcome == "rolledBack" {
+                        "rolled back"
+                    } else {
+                        "failed"
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                )
+            })
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
     /// The answer for a waiting API client: the job record, or the SPEC's error for a failed update.
     pub fn reply(&self, record: Option<&JobRecord>) -> ApiReply {
         if let Some(r) = &self.reply {
@@ -221,7 +250,7 @@ impl JobEnv {
                 out
             }
             Work::Scan { fresh } => self.scan(*fresh),
-            Work::Batch { dry_run } => self.batch(*dry_run),
+            Work::Batch { dry_run, avoid } => self.batch(*dry_run, avoid),
             Work::Update(reqs) => {
                 let containers = snapshot_infos(snapshot);
                 self.updates(reqs, &containers)
@@ -262,7 +291,7 @@ impl JobEnv {
         out
     }
 
-    fn batch(&self, dry_run: bool) -> JobOutput {
+    fn batch(&self, dry_run: bool, avoid: &[(String, String)]) -> JobOutput {
         // Scan first: within cacheTTL it costs no registry request, and it makes the decision
         // from the engine's current containers, not an old snapshot.
         let scanned = self.scan(false);
@@ -273,11 +302,21 @@ impl JobEnv {
             .containers
             .iter()
             .filter(|c| {
+                let Some(check) = scanned.checks.iter().find(|k| k.container_id == c.id) else {
+                    return false;
+                };
+                let failed_before = avoid.iter().any(|(name, digest)| {
+                    *name == c.name && check.remote_digest.as_deref() == Some(digest)
+                });
+                if failed_before && check.status == Status::UpdateAvailable {
+                    log::info!(
+                        component = "updater", container = c.name.as_str(), action = "skip";
+                        "not retrying: the update to this image failed before (update it through the API to try again)"
+                    );
+                }
                 !c.is_self
-                    && scanned
-                        .checks
-                        .iter()
-                        .any(|k| k.container_id == c.id && k.status == Status::UpdateAvailable)
+                    && check.status == Status::UpdateAvailable
+                    && !failed_before
                     && crate::policy::update_policy(c, self.cfg.update.allow_compose_update).0
                         == UpdatePolicy::Auto
             })
@@ -603,4 +642,63 @@ fn snapshot_infos(snapshot: &Snapshot) -> Vec<ContainerInfo> {
             is_self: v.skip_reason.as_deref() == Some("self"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, name: &str, outcome: &str) -> ContainerResult {
+        ContainerResult {
+            container: name.into(),
+            id: id.into(),
+            outcome: outcome.into(),
+            error: Some(format!("{name}: boom")),
+            from_image: None,
+            to_image: None,
+            steps: None,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_with_a_failed_update_records_an_error() {
+        let done = |results: Vec<ContainerResult>, error: Option<&str>| JobDone {
+            id: "run-1".into(),
+            duration: Duration::ZERO,
+            discovery: None,
+            checks: vec![],
+            scan: None,
+            results,
+            error: error.map(str::to_string),
+            recovered: false,
+            reply: None,
+        };
+        assert_eq!(
+            done(vec![result("c3", "fine", "updated")], None).record_error(),
+            None
+        );
+        assert_eq!(
+            done(
+                vec![
+                    result("c3", "fine", "updated"),
+                    result("a1", "rolled", "rolledBack"),
+                    result("b2", "failed", "failed"),
+                ],
+                None
+            )
+            .record_error()
+            .as_deref(),
+            Some("rolled rolled back: rolled: boom; failed failed: failed: boom")
+        );
+        assert_eq!(
+            done(
+                vec![result("a1", "rolled", "rolledBack")],
+                Some("scan: engine down")
+            )
+            .record_error()
+            .as_deref(),
+            Some("scan: engine down")
+        );
+    }
 }

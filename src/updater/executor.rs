@@ -25,6 +25,17 @@
 //! restore its restart policy, start it if it was running. `update.rollback: false` does not
 //! change that: leaving the service down is never the better choice, so the setting is not read.
 //!
+//! The rename comes before the stop, so for the few seconds of a graceful stop the old container
+//! answers to its parked name only (its DNS name on user networks goes with the rename); it is
+//! shutting down anyway, and without it a crash there would lose its restart policy.
+//!
+//! Also: `cancel` is read once, after the pull and before anything is changed. A rollback
+//! request uses the `watchdocker.previous-image` image by id (no pull; `Config.Image` becomes that
+//! id, since its tag has moved on). With `update.cleanupImages`, the candidates are the old image
+//! and the old container's own previous image; each goes only if no container uses it or names
+//! it as `previous-image` — so the previous image stays for a rollback, and the one before it
+//! goes. Dangling images this update did not replace are not touched.
+//!
 //! Knows the engine calls and their order; the create body is `recreate`'s, names are `names`'.
 
 use super::names::{self, RestartPolicy, START_AFTER_UPDATE, UPDATE_OF};
@@ -44,6 +55,8 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(250);
 /// A stop request may take the container's stop timeout; the HTTP request gets this much more.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a removal the engine already started may take before we try again.
+const REMOVAL_WAIT: Duration = Duration::from_secs(30);
 
 /// What to do to one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +272,12 @@ impl Updater {
                 Err(e) => return failed(e),
             };
             if req.dry_run {
-                return self.dry_run(&old, &format!("pull {reference}"), &reference.to_string());
+                let written = req
+                    .image
+                    .clone()
+                    .or_else(|| old.inspect["Config"]["Image"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return self.dry_run(&old, &format!("pull {reference}"), &written);
             }
             match self.pull(&old.name, &reference) {
                 Ok(image_id) => {
@@ -278,8 +296,14 @@ impl Updater {
                             reason: format!("{reference} is {image_id}, which it already runs"),
                         };
                     }
+                    // As the user wrote it (`nginx:1.27`, not `docker.io/library/nginx:1.27`).
+                    let written = req
+                        .image
+                        .as_deref()
+                        .or(old.inspect["Config"]["Image"].as_str())
+                        .unwrap_or_default();
                     Target {
-                        config_image: reference.to_string(),
+                        config_image: written.to_string(),
                         image_id,
                     }
                 }
@@ -307,26 +331,34 @@ impl Updater {
         self.replace(&old, &target, None)
     }
 
-    /// Recreates, from the image they run, the containers that share the network namespace of
-    /// the container that replaced another under `provider` (`network_mode: container:<old id>`):
-    /// their namespace died with the old provider, and a restart cannot rejoin by id. Each goes
-    /// through the same safe sequence (without a pull). Returns (consumer name, outcome).
+    /// Reconnects the containers that share the network namespace of `provider`
+    /// (`network_mode: container:...`) after it was replaced or restarted: their namespace died
+    /// with the provider's old process.
+    /// - A consumer naming the container `provider` replaced (its `watchdocker.update-of` id) is
+    ///   recreated from the image it runs, through the same safe sequence (no pull): a restart
+    ///   cannot rejoin a container that is gone.
+    /// - A running consumer naming `provider` itself that started before it (a rolled-back
+    ///   provider was stopped and started again) is restarted: `Unchanged` with that reason.
+    ///
+    /// Returns (consumer name, outcome); failures are `Failed { rolled_back: false }` unless
+    /// the recreation itself says otherwise.
     pub fn restart_consumers(&self, provider: &str) -> Vec<(String, Outcome)> {
+        let fail = |subject: &str, action: &str, e: EngineError| {
+            let error = UpdateError::Engine {
+                container: subject.to_string(),
+                source: e.context(action.to_string()),
+            };
+            (
+                subject.to_string(),
+                Outcome::Failed {
+                    error: error.to_string(),
+                    rolled_back: false,
+                },
+            )
+        };
         let provider_inspect = match self.engine.inspect_container_raw(provider) {
             Ok(v) => v,
-            Err(e) => {
-                let error = UpdateError::Engine {
-                    container: provider.to_string(),
-                    source: e.context("inspect"),
-                };
-                return vec![(
-                    provider.to_string(),
-                    Outcome::Failed {
-                        error: error.to_string(),
-                        rolled_back: false,
-                    },
-                )];
-            }
+            Err(e) => return vec![fail(provider, "inspect", e)],
         };
         let provider_id = provider_inspect["Id"].as_str().unwrap_or_default();
         let provider_name = provider_inspect["Name"]
@@ -334,53 +366,73 @@ impl Updater {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string();
-        let Some(old_id) = provider_inspect
-            .pointer(&format!("/Config/Labels/{}", UPDATE_OF.replace('/', "~1")))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return Vec::new();
-        };
+        let provider_started = started_at(&provider_inspect);
+        let old_id = provider_inspect["Config"]["Labels"][UPDATE_OF]
+            .as_str()
+            .map(str::to_string);
         let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
             Ok(all) => all,
-            Err(e) => {
-                let error = UpdateError::Engine {
-                    container: provider_name.clone(),
-                    source: e.context("list containers"),
-                };
-                return vec![(
-                    provider_name,
-                    Outcome::Failed {
-                        error: error.to_string(),
-                        rolled_back: false,
-                    },
-                )];
-            }
+            Err(e) => return vec![fail(&provider_name, "list containers", e)],
         };
         let mut out = Vec::new();
         for c in all {
-            let mode = c
-                .pointer("/HostConfig/NetworkMode")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let Some(target) = mode.strip_prefix("container:") else {
+            let mode = c["HostConfig"]["NetworkMode"].as_str().unwrap_or("");
+            let Some(target) = mode.strip_prefix("container:").filter(|t| !t.is_empty()) else {
                 continue;
             };
-            if target.is_empty() || target == provider_id || !old_id.starts_with(target) {
+            let id = c["Id"].as_str().unwrap_or_default().to_string();
+            let name = names::original_name(c["Names"][0].as_str().unwrap_or(&id));
+            if !provider_id.is_empty() && provider_id.starts_with(target) {
+                let consumer = match self.engine.inspect_container_raw(&id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.push(fail(&name, "inspect consumer", e));
+                        continue;
+                    }
+                };
+                let running = consumer["State"]["Running"].as_bool() == Some(true);
+                let stale = match (started_at(&consumer), provider_started) {
+                    (Some(c), Some(p)) => c < p,
+                    _ => false,
+                };
+                if !running || !stale {
+                    continue;
+                }
+                let t = recreate::stop_timeout(&consumer, self.cfg.stop_timeout);
+                let path = format!(
+                    "/containers/{}/restart{}",
+                    path_segment(&id),
+                    query(&[("t", &t.as_secs().to_string())])
+                );
+                match self
+                    .engine
+                    .request("POST", &path, None, &[], Some(t + STOP_GRACE))
+                {
+                    Ok(_) => out.push((
+                        name,
+                        Outcome::Unchanged {
+                            reason: format!(
+                                "restarted to rejoin the network namespace of {provider_name}"
+                            ),
+                        },
+                    )),
+                    Err(e) => out.push(fail(&name, "restart consumer", e)),
+                }
                 continue;
             }
-            let id = c["Id"].as_str().unwrap_or_default().to_string();
+            let Some(old_id) = old_id.as_deref().filter(|o| o.starts_with(target)) else {
+                continue;
+            };
             let outcome = match self.inspect_old(&id) {
                 Ok(consumer) => {
-                    let target = self.same_image(&consumer);
-                    self.replace(&consumer, &target, Some((&old_id, &provider_name)))
+                    let image = self.same_image(&consumer);
+                    self.replace(&consumer, &image, Some((old_id, &provider_name)))
                 }
                 Err(e) => Outcome::Failed {
                     error: e.to_string(),
                     rolled_back: false,
                 },
             };
-            let name = names::original_name(c["Names"][0].as_str().unwrap_or(&id));
             out.push((name, outcome));
         }
         out
@@ -442,10 +494,8 @@ impl Updater {
             container: old.name.clone(),
             reason,
         };
-        let previous = old
-            .inspect
-            .pointer(&format!("/Config/Labels/{}", labels::PREVIOUS_IMAGE))
-            .and_then(Value::as_str)
+        let previous = old.inspect["Config"]["Labels"][labels::PREVIOUS_IMAGE]
+            .as_str()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 refused(format!(
@@ -761,8 +811,12 @@ impl Updater {
             .map_err(self.engine_err(old, "create"))?;
         progress.new_id = Some(new_id.clone());
         self.crash(old, Step::Created)?;
+        // `connect_all` names the network in its error.
         self.connect_all(&new_id, plan)
-            .map_err(self.engine_err(old, "connect"))?;
+            .map_err(|source| UpdateError::Engine {
+                container: old.name.clone(),
+                source,
+            })?;
         self.crash(old, Step::Connected)?;
         Ok(new_id)
     }
@@ -876,11 +930,7 @@ impl Updater {
     /// container's own previous image), unless a container uses or names it.
     fn cleanup_images(&self, old: &Old) {
         let mut candidates = vec![old.image_id.clone()];
-        if let Some(prev) = old
-            .inspect
-            .pointer(&format!("/Config/Labels/{}", labels::PREVIOUS_IMAGE))
-            .and_then(Value::as_str)
-        {
+        if let Some(prev) = old.inspect["Config"]["Labels"][labels::PREVIOUS_IMAGE].as_str() {
             candidates.push(prev.to_string());
         }
         let all: Vec<Value> = match self.engine.get_json("/containers/json?all=1") {
@@ -925,11 +975,8 @@ impl Updater {
         progress: &Progress,
     ) -> Result<(), UpdateError> {
         if let Some(new_id) = &progress.new_id {
-            match self.remove(new_id, true) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(self.engine_err(old, "rollback: remove new container")(e)),
-            }
+            self.remove_gone(new_id)
+                .map_err(self.engine_err(old, "rollback: remove new container"))?;
         }
         match self.engine.inspect_container_raw(&old.id) {
             Ok(_) => self.restore(old, progress.renamed, progress.policy_cleared, old.running),
@@ -977,7 +1024,10 @@ impl Updater {
             .create_container(&plan.name, &plan.body)
             .map_err(self.engine_err(old, "rollback: re-create"))?;
         self.connect_all(&id, &plan)
-            .map_err(self.engine_err(old, "rollback: connect"))?;
+            .map_err(|e| UpdateError::Engine {
+                container: old.name.clone(),
+                source: e.context("rollback: connect"),
+            })?;
         if old.running {
             self.start(&id)
                 .map_err(self.engine_err(old, "rollback: start re-created container"))?;
@@ -1038,6 +1088,64 @@ impl Updater {
             .map(|_| ())
     }
 
+    /// Force-removes a container and returns once it is gone. A `--rm` container that exited
+    /// may already be being removed by the engine (409 "already in progress"): wait for that.
+    pub(super) fn remove_gone(&self, id: &str) -> Result<(), EngineError> {
+        match self.remove(id, true) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(_) if Instant::now() >= deadline => {
+                    return self.remove(id, true).or_else(|e| {
+                        if e.is_not_found() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                }
+                Ok(_) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// Waits (up to a deadline) until the engine has removed a container it is removing; false
+    /// when it is still there.
+    pub(super) fn wait_gone(&self, id: &str) -> bool {
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return true,
+                _ if Instant::now() >= deadline => return false,
+                _ => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// Whether a container exists and is not on its way out. One the engine is removing (a
+    /// stopped `--rm` container) is waited for, and then does not exist.
+    pub(super) fn exists(&self, id: &str) -> Result<bool, EngineError> {
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.engine.inspect_container_raw(id) {
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) => return Err(e),
+                Ok(v) if v.pointer("/State/Status").and_then(Value::as_str) != Some("removing") => {
+                    return Ok(true)
+                }
+                Ok(_) if Instant::now() >= deadline => return Ok(true),
+                Ok(_) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
     fn create_container(&self, name: &str, body: &Value) -> Result<String, EngineError> {
         let path = format!("/containers/create{}", query(&[("name", name)]));
         let created: Option<Value> = self.engine.post_json(&path, Some(body))?;
@@ -1061,6 +1169,14 @@ impl Updater {
         }
         Ok(())
     }
+}
+
+/// `State.StartedAt`, when the container has started at all.
+fn started_at(inspect: &Value) -> Option<jiff::Timestamp> {
+    inspect["State"]["StartedAt"]
+        .as_str()
+        .filter(|s| !s.starts_with("0001-"))
+        .and_then(|s| s.parse().ok())
 }
 
 fn duration_ms(since: Instant) -> u64 {

@@ -3,7 +3,10 @@
 
 mod fixtures;
 
+mod api_updates;
 mod check;
+mod daemon;
+mod discovery;
 mod engine;
 mod kit_selftest;
 mod scan;

@@ -13,7 +13,7 @@ use crate::fixtures::{
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use watch_docker::config::{Config, RegistryAuth, Secret, UpdateConfig};
 use watch_docker::docker::Engine;
@@ -109,12 +109,31 @@ struct World {
     _pushed: Vec<PushedImage>,
 }
 
+/// Held while this module builds images or removes them. The legacy builder shares cached
+/// intermediate images between builds of the same first steps, and removing an image also removes
+/// its unused parents: a removal racing a build can take the build's cached parent away under it.
+static IMAGES: Mutex<()> = Mutex::new(());
+
+fn images_lock() -> MutexGuard<'static, ()> {
+    IMAGES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _lock = images_lock();
+        // By id: removes the tags and the digest references the pulls added.
+        let _ = docker(&["rmi", "-f", self.v1.id(), self.v2.id()]);
+    }
+}
+
 impl World {
     fn new(tag: &str, v1: fn(&str) -> ImageGuard, v2: fn(&str) -> ImageGuard) -> World {
         let registry = Registry::start_basic_auth(USER, PASS);
         let name = unique(tag);
-        let v1 = v1(&format!("{name}:v1"));
-        let v2 = v2(&format!("{name}:v2"));
+        let (v1, v2) = {
+            let _lock = images_lock();
+            (v1(&format!("{name}:v1")), v2(&format!("{name}:v2")))
+        };
         let pushed = v1.push_to(&registry, &format!("{name}:latest"));
         pushed.pull_back();
         World {
@@ -124,6 +143,16 @@ impl World {
             v2,
             _pushed: vec![pushed],
         }
+    }
+
+    /// Points the local tag at v1 again (for creating another container from it).
+    fn retag_v1(&self) {
+        docker_ok(&["tag", self.v1.name_tag(), &self.reference]);
+    }
+
+    /// Removes the local tag, so that the next update has to pull.
+    fn untag(&self) {
+        docker_ok(&["rmi", &self.reference]);
     }
 
     /// Moves the tag to v2 in the registry; the local tag keeps naming v1's content only through
@@ -351,10 +380,14 @@ fn full_update_keeps_configuration(api: (u32, u32), remove_old: bool) {
         }
     }
     assert_eq!(mounts(&old), mounts(&new), "same volumes and binds");
-    assert_eq!(
-        exec(&name, "cat /anon/f /data/f /bind/hello /version"),
-        "anon\nimage-volume\nfrom the host\n2"
-    );
+    for (file, want) in [
+        ("/anon/f", "anon"),
+        ("/data/f", "image-volume"),
+        ("/bind/hello", "from the host"),
+        ("/version", "2"),
+    ] {
+        assert_eq!(exec(&name, &format!("cat {file}")), want, "{file}");
+    }
 
     // Networks: same networks, static addresses, user aliases.
     let networks = |v: &Value| -> BTreeSet<String> {
@@ -413,11 +446,15 @@ fn timestamp(v: &Value) -> jiff::Timestamp {
 
 #[test]
 fn update_keeps_configuration_at_api_1_41() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     full_update_keeps_configuration((1, 41), true);
 }
 
 #[test]
 fn update_keeps_configuration_at_api_1_40_and_keeps_the_old_one() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     full_update_keeps_configuration((1, 40), false);
 }
 
@@ -478,16 +515,22 @@ fn rolled_back_when(v2: fn(&str) -> ImageGuard, tag: &str) {
 
 #[test]
 fn v2_that_exits_at_once_is_rolled_back() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     rolled_back_when(image_exits, "upd-exits");
 }
 
 #[test]
 fn v2_that_is_unhealthy_is_rolled_back() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     rolled_back_when(image_unhealthy, "upd-sick");
 }
 
 #[test]
 fn recovery_after_a_crash_at_each_step() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -507,7 +550,9 @@ fn recovery_after_a_crash_at_each_step() {
     ] {
         let name = unique("upd-crash-ctr");
         let _sweep = Sweep(name.clone());
+        world.retag_v1();
         let ctr = simple_container(&world, &net, &name);
+        world.untag();
         ctr.wait_running(HEALTHY);
         exec(&name, "echo kept > /data/f");
         volumes.add_from(&ctr.inspect());
@@ -522,7 +567,8 @@ fn recovery_after_a_crash_at_each_step() {
             1,
             "{step:?}: parked"
         );
-        let lines = updater_with((1, 41), &world.registry, cfg.clone()).recover();
+        let lines =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
         eprintln!("recover after {step:?}: {lines:?}");
         assert!(
             lines.iter().any(|l| l.contains(&name)),
@@ -538,23 +584,28 @@ fn recovery_after_a_crash_at_each_step() {
         };
         assert_eq!(v["Image"], expected_image, "{step:?}");
         // A second recovery finds nothing to do.
-        let again = updater_with((1, 41), &world.registry, cfg.clone()).recover();
+        let again =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
         assert!(!again.iter().any(|l| l.contains(&name)), "{again:?}");
     }
 }
 
 #[test]
 fn rm_container_survives_a_failed_update() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
     let mut world = World::new("upd-rm", plain, image_exits);
+    let net = Network::create();
     let mut volumes = Volumes::default();
     let name = unique("upd-rm-ctr");
     let _sweep = Sweep(name.clone());
     let ctr = ContainerBuilder::new(&world.reference)
         .name(&name)
         .env("USER_VAR", "u")
+        .network(net.name(), Some("svc"), Some(&net.ip(30)))
         .rm()
         .run();
     ctr.wait_running(HEALTHY);
@@ -572,16 +623,29 @@ fn rm_container_survives_a_failed_update() {
     volumes.add_from(&v);
     assert_eq!(v["Image"], world.v1.id());
     assert_eq!(v["HostConfig"]["AutoRemove"], true);
+    assert_eq!(
+        v["NetworkSettings"]["Networks"][net.name()]["IPAddress"],
+        net.ip(30)
+    );
+    assert!(aliases(&v, net.name()).contains("svc"));
     assert!(env_of(&v).contains("USER_VAR=u"));
     assert_eq!(
         exec(&name, "cat /data/f"),
         "kept",
         "the anonymous volume survived"
     );
+    // The engine removes a --rm container itself when it is killed; wait for that before the
+    // images go, or they are only untagged.
+    let _ = docker(&["rm", "-f", &name]);
+    fixtures::wait_for("the --rm container to be gone", HEALTHY, || {
+        inspect("container", &name).is_none().then_some(())
+    });
 }
 
 #[test]
 fn network_consumer_is_recreated_after_its_provider() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -636,10 +700,36 @@ fn network_consumer_is_recreated_after_its_provider() {
         containers_exactly(&consumer_name),
         vec![consumer_name.clone()]
     );
+
+    // A provider stopped and started again (as a rollback does) keeps its id; a restart of
+    // the consumer is enough, and nothing else is touched.
+    let consumer_id = c["Id"].as_str().unwrap_or_default().to_string();
+    docker_ok(&["restart", "-t", "1", &name]);
+    assert!(
+        !exec(&consumer_name, "ip -4 addr").contains(&net.ip(20)),
+        "namespace died"
+    );
+    let results = updater.restart_consumers(&name);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        matches!(results[0].1, Outcome::Unchanged { .. }),
+        "{results:?}"
+    );
+    assert!(exec(&consumer_name, "ip -4 addr").contains(&net.ip(20)));
+    assert_eq!(
+        inspect("container", &consumer_name).expect("consumer")["Id"],
+        consumer_id.as_str()
+    );
+    assert!(
+        updater.restart_consumers(&name).is_empty(),
+        "nothing left to do"
+    );
 }
 
 #[test]
 fn dry_run_cancel_and_rollback_request() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -690,7 +780,8 @@ fn dry_run_cancel_and_rollback_request() {
 
     let outcome = updater.update(&request(ctr.id()), &AtomicBool::new(true));
     assert!(
-        matches!(&outcome, Outcome::Failed { rolled_back: false, error } if error.contains("abandoned")),
+        matches!(&outcome, Outcome::Failed { rolled_back: false, error }
+            if error.contains("abandoned")),
         "{outcome:?}"
     );
     assert_eq!(
@@ -736,6 +827,8 @@ fn dry_run_cancel_and_rollback_request() {
 /// same container: engine timestamps, old `FinishedAt` → new `StartedAt`.
 #[test]
 fn downtime_of_an_update_next_to_stop_and_run() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
     if !fixtures::require_registry_tools() {
         return;
     }
@@ -796,4 +889,191 @@ fn downtime_of_an_update_next_to_stop_and_run() {
         "DOWNTIME update (old FinishedAt → new StartedAt): {update_down:?}; \
          docker stop + docker run: {manual_down:?} (wall clock of both commands {wall_manual:?})"
     );
+}
+
+/// With `cleanupImages`, an update removes the image that nothing runs or names any more (the
+/// one before the previous), and keeps the previous one for a rollback.
+#[test]
+fn cleanup_removes_only_images_nobody_needs() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let mut world = World::new("upd-clean", plain, plain);
+    let v3 = {
+        let _lock = images_lock();
+        plain(&format!("{}:v3", unique("upd-clean")))
+    };
+    let net = Network::create();
+    let mut volumes = Volumes::default();
+    let name = unique("upd-clean-ctr");
+    let _sweep = Sweep(name.clone());
+    let ctr = simple_container(&world, &net, &name);
+    ctr.wait_running(HEALTHY);
+    volumes.add_from(&ctr.inspect());
+    // As on a real host: the old images are known only by their registry digest.
+    docker_ok(&["rmi", world.v1.name_tag()]);
+    world.publish_v2();
+    docker_ok(&["rmi", world.v2.name_tag()]);
+    let mut cfg = update_config();
+    cfg.cleanup_images = true;
+    let updater = updater_with((1, 41), &world.registry, cfg);
+
+    let outcome = run(&updater, &request(ctr.id()));
+    let Outcome::Updated { new_id, .. } = outcome else {
+        panic!("expected Updated, got {outcome:?}");
+    };
+    volumes.add_from(&ctr.inspect_current().expect("updated"));
+    assert!(
+        inspect("image", world.v1.id()).is_some(),
+        "v1 is the previous image: kept"
+    );
+
+    let repo_tag = world
+        .reference
+        .split_once('/')
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    let pushed = v3.push_to(&world.registry, &repo_tag);
+    world.untag();
+    // This update removes an image.
+    let lock = images_lock();
+    let outcome = run(&updater, &request(&new_id));
+    drop(lock);
+    assert!(matches!(outcome, Outcome::Updated { .. }), "{outcome:?}");
+    volumes.add_from(&ctr.inspect_current().expect("updated"));
+    assert!(
+        inspect("image", world.v1.id()).is_none(),
+        "v1: nothing runs or names it"
+    );
+    assert!(
+        inspect("image", world.v2.id()).is_some(),
+        "v2 is the previous image: kept"
+    );
+    drop(pushed);
+    let _lock = images_lock();
+    let _ = docker(&["rmi", "-f", v3.id()]);
+}
+
+/// `{"image": "repo:newtag"}`: the same safe sequence, and the new container names that reference.
+#[test]
+fn image_override_moves_to_another_reference() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let world = World::new("upd-move", plain, plain);
+    let net = Network::create();
+    let mut volumes = Volumes::default();
+    let name = unique("upd-move-ctr");
+    let _sweep = Sweep(name.clone());
+    let ctr = simple_container(&world, &net, &name);
+    ctr.wait_running(HEALTHY);
+    volumes.add_from(&ctr.inspect());
+    let repo = world
+        .reference
+        .split_once('/')
+        .and_then(|(_, r)| r.rsplit_once(':'))
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or_default();
+    let next = world.v2.push_to(&world.registry, &format!("{repo}:next"));
+    docker_ok(&["rmi", next.reference()]);
+    let updater = updater_with((1, 41), &world.registry, update_config());
+
+    let mut req = request(ctr.id());
+    req.image = Some(String::new());
+    let outcome = run(&updater, &req);
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                rolled_back: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+
+    req.image = Some(next.reference().to_string());
+    let outcome = run(&updater, &req);
+    assert!(
+        matches!(&outcome, Outcome::Updated { to_image, .. } if to_image == world.v2.id()),
+        "{outcome:?}"
+    );
+    let v = assert_intact(&name, &net, None);
+    volumes.add_from(&v);
+    assert_eq!(v["Config"]["Image"], next.reference());
+    assert_eq!(v["Image"], world.v2.id());
+}
+
+/// `--rm`: the replacement is created before the old one is stopped (the old one vanishes on
+/// stop); a crash at each of those steps still leaves one running container under the name.
+#[test]
+fn recovery_of_an_rm_container_after_a_crash_at_each_step() {
+    // Daemons started by other tests recover every parked container on the engine.
+    let _one = fixtures::exclusive();
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let mut world = World::new("upd-rmcrash", plain, plain);
+    world.publish_v2();
+    let mut volumes = Volumes::default();
+    let mut cfg = update_config();
+    cfg.settle_time = Duration::from_millis(500);
+    for step in [
+        Step::Renamed,
+        Step::Created,
+        Step::Connected,
+        Step::Stopped,
+        Step::Started,
+    ] {
+        let name = unique("upd-rmcrash-ctr");
+        let _sweep = Sweep(name.clone());
+        world.retag_v1();
+        let ctr = ContainerBuilder::new(&world.reference)
+            .name(&name)
+            .env("USER_VAR", "u")
+            .rm()
+            .run();
+        world.untag();
+        ctr.wait_running(HEALTHY);
+        exec(&name, "echo kept > /data/f");
+        volumes.add_from(&ctr.inspect());
+        let crashing = updater_with((1, 41), &world.registry, cfg.clone()).with_crash_after(step);
+        let outcome = run(&crashing, &request(ctr.id()));
+        assert!(
+            matches!(outcome, Outcome::Failed { .. }),
+            "{step:?}: {outcome:?}"
+        );
+        let lines =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
+        eprintln!("recover after {step:?}: {lines:?}");
+        if step != Step::Started {
+            assert!(
+                lines.iter().any(|l| l.contains(&name)),
+                "{step:?}: {lines:?}"
+            );
+        }
+        let v = fixtures::wait_for(&format!("{name} running"), HEALTHY, || {
+            inspect("container", &name).filter(|v| v["State"]["Running"] == true)
+        });
+        assert_eq!(
+            containers_exactly(&name),
+            vec![name.clone()],
+            "{step:?}: exactly one"
+        );
+        volumes.add_from(&v);
+        assert!(env_of(&v).contains("USER_VAR=u"), "{step:?}");
+        assert_eq!(v["HostConfig"]["AutoRemove"], true, "{step:?}");
+        assert_eq!(exec(&name, "cat /data/f"), "kept", "{step:?}");
+        let again =
+            updater_with((1, 41), &world.registry, cfg.clone()).recover_where(&|n| n == name);
+        assert!(!again.iter().any(|l| l.contains(&name)), "{again:?}");
+        let _ = docker(&["rm", "-f", &name]);
+        fixtures::wait_for("the --rm container to be gone", HEALTHY, || {
+            inspect("container", &name).is_none().then_some(())
+        });
+    }
 }
