@@ -417,9 +417,11 @@ impl RegistryClient {
             .max_idle_connections(pool * 4)
             .timeout_global(Some(cfg.timeout))
             .user_agent(concat!("watch-docker/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &cfg.ca_file {
-            builder = builder.tls_config(tls_with_ca_file(path)?);
-        }
+        let extra = match &cfg.ca_file {
+            Some(path) => ca_file_certs(path)?,
+            None => Vec::new(),
+        };
+        builder = builder.tls_config(tls_config(extra));
         let insecure = ["127.0.0.0/8", "::1/128"]
             .iter()
             .map(|s| s.to_string())
@@ -1208,16 +1210,28 @@ fn next_link(header: &str, base: &str) -> Option<String> {
     None
 }
 
-/// Roots for `registry.caFile`: the compiled-in Mozilla roots plus the file's certificates (a
-/// specific root list replaces ureq's defaults, so the public roots must be added back).
-fn tls_with_ca_file(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, RegistryError> {
-    let err = |d: String| RegistryError::new("configure", "registry.caFile", ErrorKind::Setup(d));
-    let pem = std::fs::read(path).map_err(|e| err(format!("read {}: {e}", path.display())))?;
-    let mut certs: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+/// TLS for every HTTPS agent (registries, webhooks): rustls with ring, verifying against the
+/// compiled-in Mozilla roots plus `extra` (the `registry.caFile` certificates). ureq's own default
+/// roots are not compiled in, so an agent without this config cannot make TLS connections.
+pub fn tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
+    let roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+        .chain(extra)
         .collect();
-    let public = certs.len();
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .build()
+}
+
+/// The certificates of `registry.caFile` (PEM); a file without any is an error.
+fn ca_file_certs(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, RegistryError> {
+    let err = |d: String| RegistryError::new("configure", "registry.caFile", ErrorKind::Setup(d));
+    let pem = std::fs::read(path).map_err(|e| err(format!("read {}: {e}", path.display())))?;
+    let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
@@ -1225,12 +1239,10 @@ fn tls_with_ca_file(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, Regi
             Err(e) => return Err(err(format!("{}: {e}", path.display()))),
         }
     }
-    if certs.len() == public {
+    if certs.is_empty() {
         return Err(err(format!("{} holds no PEM certificate", path.display())));
     }
-    Ok(ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build())
+    Ok(certs)
 }
 
 #[cfg(test)]
