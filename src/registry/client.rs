@@ -1221,8 +1221,27 @@ pub fn tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::Tls
         .collect();
     ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::CryptoProvider {
+            key_provider: &NoClientKeys,
+            ..rustls::crypto::ring::default_provider()
+        }))
         .build()
+}
+
+/// No agent presents a client certificate, so the provider loads no private keys: ring's key
+/// parsing and signing code stays out of the binary.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "client certificates are not supported".into(),
+        ))
+    }
 }
 
 /// The certificates of `registry.caFile` (PEM); a file without any is an error.
