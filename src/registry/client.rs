@@ -1214,9 +1214,9 @@ fn next_link(header: &str, base: &str) -> Option<String> {
 /// compiled-in Mozilla roots plus `extra` (the `registry.caFile` certificates). ureq's own default
 /// roots are not compiled in, so an agent without this config cannot make TLS connections.
 pub fn tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
-    let roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+    let roots: Vec<ureq::tls::Certificate<'static>> = webpki_roots::TLS_SERVER_ROOTS
         .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+        .map(|anchor| ureq::tls::Certificate::from_der(&anchor_certificate(anchor)).to_owned())
         .chain(extra)
         .collect();
     ureq::tls::TlsConfig::builder()
@@ -1293,6 +1293,66 @@ impl rustls::crypto::SecureRandom for SystemRandom {
             .fill(buf)
             .map_err(|_| rustls::crypto::GetRandomFailed)
     }
+}
+
+/// A minimal X.509 v3 certificate carrying a trust anchor. ureq takes roots only as certificates,
+/// and the Mozilla roots are compiled in as trust anchors (subject, key, name constraints: less than
+/// half the size of the full certificates). From a root, webpki reads back exactly those three
+/// fields and ignores the rest (signature, validity), so the anchor it gets is the original one.
+fn anchor_certificate(anchor: &rustls::pki_types::TrustAnchor<'_>) -> Vec<u8> {
+    const SEQUENCE: u8 = 0x30;
+    // ecdsa-with-SHA256; any algorithm will do as long as the inner and outer ones match.
+    const ALGORITHM: &[u8] = &[
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+    ];
+    const VERSION_3: &[u8] = &[0xa0, 0x03, 0x02, 0x01, 0x02];
+    const SERIAL: &[u8] = &[0x02, 0x01, 0x01];
+    const EMPTY_VALIDITY: &[u8] = &[0x30, 0x00];
+    const NAME_CONSTRAINTS_OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x1e];
+    const EMPTY_SIGNATURE: &[u8] = &[0x03, 0x01, 0x00];
+    let name = der(SEQUENCE, &[&anchor.subject]);
+    let key = der(SEQUENCE, &[&anchor.subject_public_key_info]);
+    let extensions = match &anchor.name_constraints {
+        Some(constraints) => {
+            let value = der(0x04, &[&der(SEQUENCE, &[constraints])]);
+            let extension = der(SEQUENCE, &[NAME_CONSTRAINTS_OID, &value]);
+            der(0xa3, &[&der(SEQUENCE, &[&extension])])
+        }
+        None => Vec::new(),
+    };
+    let tbs = der(
+        SEQUENCE,
+        &[
+            VERSION_3,
+            SERIAL,
+            ALGORITHM,
+            &name,
+            EMPTY_VALIDITY,
+            &name,
+            &key,
+            &extensions,
+        ],
+    );
+    der(SEQUENCE, &[&tbs, ALGORITHM, EMPTY_SIGNATURE])
+}
+
+/// One DER element: `tag`, the definite length of the concatenated `parts`, then the parts.
+fn der(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + 10);
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 /// ring's default suites minus ChaCha20-Poly1305: every TLS 1.3 server must offer AES-128-GCM
