@@ -85,17 +85,21 @@ fn list(cfg: &Config, json: bool) -> Result<u8, Box<dyn Error>> {
     let self_id = discovery::detect_self(&ids.iter().map(String::as_str).collect::<Vec<_>>());
     let d = discovery::discover(&engine, cfg.docker.include_stopped, self_id.as_deref())?;
     if json {
-        let views: Vec<_> = d
-            .containers
-            .iter()
-            .map(crate::state::ContainerView::unchecked)
-            .collect();
-        let out = serde_json::json!({ "containers": views, "images": d.images });
+        let out = serde_json::json!({ "containers": list_views(&d, cfg), "images": d.images });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", list_table(&d));
     }
     Ok(EXIT_OK)
+}
+
+/// The containers as `list --json` prints them: what `GET /api/containers` shows before any
+/// check, update policy included (a compose container is `notify` unless allowed).
+pub fn list_views(d: &Discovery, cfg: &Config) -> Vec<crate::state::ContainerView> {
+    d.containers
+        .iter()
+        .map(|c| crate::daemon::view(c, None, cfg))
+        .collect()
 }
 
 fn short(id: &str) -> &str {
@@ -342,7 +346,14 @@ fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8
         return Err(e.into());
     }
     let out = if all {
-        env.run(&crate::daemon::Work::Batch { dry_run }, true, &snapshot)
+        env.run(
+            &crate::daemon::Work::Batch {
+                dry_run,
+                avoid: vec![],
+            },
+            true,
+            &snapshot,
+        )
     } else {
         let d = crate::daemon::discover_now(&engine, true)?;
         let reqs = select(&d.containers, names)?
@@ -404,6 +415,40 @@ mod tests {
         assert_eq!(local_api_addr("127.0.0.2:9"), "127.0.0.2:9");
         assert_eq!(local_api_addr("[::1]:9"), "[::1]:9");
         assert_eq!(local_api_addr("localhost:9"), "localhost:9");
+    }
+
+    #[test]
+    fn list_views_carry_the_update_policy() {
+        let mut c = crate::model::ContainerInfo {
+            id: "a".repeat(64),
+            name: "web".into(),
+            image: "registry.test/app:1".into(),
+            image_id: "sha256:01".into(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            labels: Default::default(),
+            state: "running".into(),
+            running: true,
+            created: "2026-01-01T00:00:00Z".into(),
+            compose_project: Some("proj".into()),
+            compose_service: Some("web".into()),
+            platform: Default::default(),
+            is_self: false,
+        };
+        c.labels
+            .insert(crate::labels::COMPOSE_PROJECT.into(), "proj".into());
+        let d = Discovery {
+            containers: vec![c],
+            images: vec![],
+        };
+        let mut cfg = Config::default();
+        let v = &list_views(&d, &cfg)[0];
+        assert_eq!(v.update_policy, crate::model::UpdatePolicy::Notify);
+        assert!(v.update_policy_reason.is_some());
+        assert_eq!(v.status, crate::model::Status::Unknown);
+        cfg.update.allow_compose_update = true;
+        let v = &list_views(&d, &cfg)[0];
+        assert_eq!(v.update_policy, crate::model::UpdatePolicy::Auto);
     }
 
     #[test]

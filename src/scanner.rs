@@ -158,9 +158,9 @@ impl Scanner {
             .filter(|t| self.cached_digest(&t.reference).is_none())
             .map(|t| t.reference.clone())
             .collect();
-        if !to_fetch.is_empty() {
-            self.registry.prepare(&to_fetch);
-        }
+        // Even with nothing to fetch: a confirmation may still need a registry that did not answer
+        // during the last scan, and this is where the client forgets that.
+        self.registry.prepare(&to_fetch);
 
         let next = AtomicUsize::new(0);
         let out: Mutex<Vec<CheckResult>> = Mutex::new(Vec::new());
@@ -350,11 +350,8 @@ impl Scanner {
         task.users
             .iter()
             .map(|c| {
-                let mut local = digest_for_repository(&c.repo_digests, &task.reference);
-                let verdict = if digests_for_repository(&c.repo_digests, &task.reference)
-                    .any(|d| d == remote.digest)
-                {
-                    local = Some(remote.digest.clone());
+                let local = local_digest(&c.repo_digests, &task.reference, &remote.digest);
+                let verdict = if local.as_deref() == Some(remote.digest.as_str()) {
                     Ok(false)
                 } else {
                     verdicts
@@ -421,6 +418,17 @@ impl Scanner {
     }
 }
 
+/// The local digest to compare with `remote`: `remote` itself when the image is known by it. An image
+/// pulled again after its tag moved to an index that changed only for other platforms keeps every
+/// digest it was pulled as, in the engine's order; the first one may be the older.
+fn local_digest(repo_digests: &[String], r: &Reference, remote: &str) -> Option<String> {
+    if digests_for_repository(repo_digests, r).any(|d| d == remote) {
+        Some(remote.to_string())
+    } else {
+        digest_for_repository(repo_digests, r)
+    }
+}
+
 fn base_result(c: &ContainerInfo, now: &str, status: Status) -> CheckResult {
     CheckResult {
         container_id: c.id.clone(),
@@ -456,5 +464,23 @@ mod tests {
         assert!(!is_image_id("nginx:latest", id));
         // A repository that happens to be hex is a name when it is not a prefix of the id.
         assert!(!is_image_id("deadbeefcafe", id));
+    }
+
+    #[test]
+    fn the_remote_digest_wins_among_several_local_ones() {
+        let old = format!("sha256:{}", "1".repeat(64));
+        let new = format!("sha256:{}", "2".repeat(64));
+        let r = Reference::parse("reg.example:5000/app:latest").unwrap();
+        let digests = vec![
+            format!("other.example/app@{new}"),
+            format!("reg.example:5000/app@{old}"),
+            format!("reg.example:5000/app@{new}"),
+        ];
+        assert_eq!(local_digest(&digests, &r, &new), Some(new.clone()));
+        // Not known by the remote digest: the repository's first entry, as before.
+        let third = format!("sha256:{}", "3".repeat(64));
+        assert_eq!(local_digest(&digests, &r, &third), Some(old));
+        // Another repository's digest never counts.
+        assert_eq!(local_digest(&digests[..1], &r, &new), None);
     }
 }

@@ -1,14 +1,25 @@
-//! The HTTP API (SPEC.md §8) on `oxhttp`: binding, routing, authentication, body limits, `BaseRes`
-//! replies, and the read endpoints answered from the snapshot. Everything that needs the engine, a
-//! registry or a job goes through [`Backend`]; this module never talks to Docker or a registry and
-//! never waits for a job.
+//! The HTTP API (SPEC.md §8): binding, routing, authentication, body limits, `BaseRes` replies,
+//! the read endpoints answered from the snapshot, and the HTTP/1.1 server they run on. Everything
+//! that needs the engine, a registry or a job goes through [`Backend`]; this module never talks to
+//! Docker or a registry and never waits for a job.
 //!
 //! Layout: `route` (method + path → [`Route`], query), `auth` (tokens → allowed/401/403),
 //! `handlers` (snapshot → reply, `:id` resolution), `reply` ([`ApiReply`], [`ErrorCode`]),
-//! `server` (the oxhttp glue: limits, panics, headers), `bind` (`server.addr` → socket addresses).
+//! `app` (one request → one reply: routing, auth, body cap, panics), `conn` (one connection:
+//! HTTP/1.1 framing on `httparse`, deadlines, keep-alive, pipelining), `server` (listeners, the
+//! accept loops, the connection cap, shutdown), `bind` (`server.addr` → socket addresses).
+//!
+//! Against abuse (issue 5): the request head is capped at 8 KiB and 100 fields (431) and must
+//! arrive within `server.readTimeout` of its first byte (408); bodies are capped at `max_body`
+//! (413, a declared length is never allocated) and must arrive within `server.readTimeout`; an
+//! idle connection closes after `server.readTimeout`; malformed or ambiguous framing is 400; at
+//! most `server.maxConnections` connections, the least busy closed first to admit a new one; the
+//! open-file soft limit is raised to the hard limit when serving starts.
 
+mod app;
 mod auth;
 mod bind;
+mod conn;
 mod handlers;
 mod page;
 mod reply;
@@ -78,7 +89,8 @@ impl ApiRequest {
 /// Server settings (from `server.*` in the config).
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
-    /// Per-read (and per-write) idle limit on a connection (`server.readTimeout`). Must be > 0.
+    /// How long a client may take to send a request head, to send a body, to take a response, or
+    /// to start its next request on a kept-alive connection (`server.readTimeout`). Must be > 0.
     pub read_timeout: Duration,
     /// Connections served at once (`server.maxConnections`). Must be > 0.
     pub max_connections: usize,
@@ -121,7 +133,7 @@ pub enum ApiError {
     Options(String),
     /// The server threads could not be started.
     Start { source: io::Error },
-    /// A listener thread ended abnormally (from [`Running::join`]).
+    /// An accept thread ended abnormally ([`Running::join`]) or did not stop ([`Running::shutdown`]).
     Join { source: io::Error },
 }
 
@@ -161,42 +173,45 @@ pub fn bind_addrs(addr: &str) -> Result<Vec<SocketAddr>, ApiError> {
 }
 
 /// Binds every address, then serves on background threads; returns once all are bound. An
-/// address already in use is an error naming it, and nothing stays bound.
-///
-/// oxhttp does not report the port it bound, so `:0` is useless here: tests pick a free port by
-/// binding `127.0.0.1:0` with std, dropping that listener, and passing the port.
+/// address already in use is an error naming it, and nothing stays bound. Port 0 picks a free
+/// port: [`Running::addrs`] says which.
 pub fn serve(
     addrs: &[SocketAddr],
     opts: ApiOptions,
     backend: Arc<dyn Backend>,
 ) -> Result<Running, ApiError> {
-    server::serve(addrs, opts, backend)
+    server::serve(addrs, opts, backend).map(|server| Running { server })
 }
 
-/// The running server. oxhttp has no shutdown: its threads live until the process exits.
+/// The running server. Dropping it leaves the server running until the process exits; call
+/// [`Running::shutdown`] to stop it.
 pub struct Running {
-    server: oxhttp::ListeningServer,
-    addrs: Vec<SocketAddr>,
+    server: server::Handle,
 }
 
 impl Running {
-    /// The addresses being served.
+    /// The addresses being served, as bound (with the real port when `0` was asked for).
     pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+        self.server.addrs()
     }
 
-    /// Blocks while the server runs (in practice, forever).
+    /// Stops accepting (the ports are free when this returns), closes idle connections, lets
+    /// requests being handled finish (waiting at most `server.readTimeout` and a second), and joins
+    /// the accept threads.
+    pub fn shutdown(self) -> Result<(), ApiError> {
+        self.server.shutdown()
+    }
+
+    /// Blocks while the server runs (in practice, forever: only [`Running::shutdown`] stops it).
     pub fn join(self) -> Result<(), ApiError> {
-        self.server
-            .join()
-            .map_err(|source| ApiError::Join { source })
+        self.server.join()
     }
 }
 
 impl fmt::Debug for Running {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Running")
-            .field("addrs", &self.addrs)
+            .field("addrs", &self.addrs())
             .finish()
     }
 }

@@ -1,18 +1,41 @@
 //! In-process tests: the real server on 127.0.0.1, a fake backend, raw HTTP over std `TcpStream`
-//! (so malformed and hostile requests can be sent byte for byte).
+//! (so malformed and hostile requests can be sent byte for byte). Every abuse test ends with a
+//! normal request that must succeed.
 
 use super::handlers::fixtures;
 use super::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 struct Fake {
     snap: Arc<crate::state::Snapshot>,
     ready: Result<(), String>,
     seen: Mutex<Vec<ApiRequest>>,
+    /// While true, `POST /api/updates/run` waits (at most 30 s): a request held in a handler.
+    hold: (Mutex<bool>, Condvar),
+}
+
+impl Fake {
+    fn new(snap: crate::state::Snapshot, ready: Result<(), String>) -> Arc<Fake> {
+        Arc::new(Fake {
+            snap: Arc::new(snap),
+            ready,
+            seen: Mutex::new(Vec::new()),
+            hold: (Mutex::new(false), Condvar::new()),
+        })
+    }
+
+    fn set_hold(&self, on: bool) {
+        *self.hold.0.lock().unwrap() = on;
+        self.hold.1.notify_all();
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
 }
 
 impl Backend for Fake {
@@ -39,35 +62,47 @@ impl Backend for Fake {
                 Err(reply) => reply,
             }),
             Route::Metrics => Some(ApiReply::raw(200, "text/plain; version=0.0.4", "up 1\n")),
+            Route::RunUpdates => {
+                let (lock, cv) = &self.hold;
+                let held = lock.lock().unwrap();
+                let _ = cv
+                    .wait_timeout_while(held, Duration::from_secs(30), |on| *on)
+                    .unwrap();
+                Some(ApiReply::accepted(json!({ "jobId": 2 })))
+            }
             _ => None,
         }
     }
 }
 
-/// A port nothing listens on right now (oxhttp cannot report the port it bound for `:0`).
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 struct Server {
     addr: SocketAddr,
     fake: Arc<Fake>,
-    _running: Running,
+    running: Option<Running>,
+}
+
+/// Stops the server, so each test's threads and sockets end with it.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let stopped = running.shutdown();
+            if !std::thread::panicking() {
+                stopped.expect("shutdown");
+            }
+        }
+    }
 }
 
 fn start_with(opts: ApiOptions, ready: Result<(), String>) -> Server {
-    let fake = Arc::new(Fake {
-        snap: Arc::new(fixtures::snapshot()),
-        ready,
-        seen: Mutex::new(Vec::new()),
-    });
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let running = serve(&[addr], opts, fake.clone()).expect("serve");
+    let fake = Fake::new(fixtures::snapshot(), ready);
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let running = serve(&[any], opts, fake.clone()).expect("serve");
+    let addr = running.addrs()[0];
+    assert_ne!(addr.port(), 0, "the bound port is reported");
     Server {
         addr,
         fake,
-        _running: running,
+        running: Some(running),
     }
 }
 
@@ -115,8 +150,19 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads one response (oxhttp always sends Content-Length for our bodies).
+/// Reads one response (the server always sends Content-Length).
 fn read_response(r: &mut impl BufRead) -> Option<Resp> {
+    let mut resp = read_response_head(r)?;
+    let len: usize = resp
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap_or(0));
+    resp.body = vec![0; len];
+    r.read_exact(&mut resp.body).ok()?;
+    Some(resp)
+}
+
+/// The status line and headers only (the answer to a HEAD, or a `100 Continue`).
+fn read_response_head(r: &mut impl BufRead) -> Option<Resp> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -133,17 +179,71 @@ fn read_response(r: &mut impl BufRead) -> Option<Resp> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap_or(0));
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
     Some(Resp {
         status,
         headers,
-        body,
+        body: Vec::new(),
     })
+}
+
+/// Everything the server sends until it closes the connection (a reset counts as closed). Fails
+/// when the connection is still open after `connect`'s 30 s read timeout.
+fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+}
+
+/// This process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Set in a child process of this test binary that runs one test alone.
+const ALONE: &str = "WATCH_DOCKER_TEST_ALONE";
+
+/// For tests that measure this process's memory, which tests running beside them (a panic's
+/// backtrace alone maps tens of MB) would blur. In the test binary as run: runs `test` alone in
+/// a child process, asserts that it passed there, and returns false. In that child: true, run it.
+fn in_own_process(test: &str) -> bool {
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--test-threads=1"])
+        .env(ALONE, "1")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} alone: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// Polls `cond` until it holds; fails after 30 s.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One request on a fresh connection; `extra` is header lines, each ending in `\r\n`.
@@ -210,7 +310,6 @@ fn keep_alive_survives_errors_and_unread_bodies() {
     });
     let mut s = connect(srv.addr);
     // 404, then a 401 whose small body the handler never read, then a normal GET: same connection.
-    // One request at a time: oxhttp loses pipelined requests (a new read buffer per request).
     let mut r = BufReader::new(s.try_clone().unwrap());
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut r).unwrap().status, 404);
@@ -389,7 +488,11 @@ fn bodies_reach_the_backend_and_bad_json_is_400() {
 
 #[test]
 fn declared_huge_body_is_413_without_reading_it() {
+    if !in_own_process("api::tests::declared_huge_body_is_413_without_reading_it") {
+        return;
+    }
     let srv = start(open());
+    let before = rss_kib();
     let mut s = connect(srv.addr);
     s.write_all(
         b"POST /api/scan HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000000\r\n\r\n0123456789",
@@ -397,8 +500,11 @@ fn declared_huge_body_is_413_without_reading_it() {
     .unwrap();
     let r = read_response(&mut BufReader::new(s)).expect("413 before the body arrives");
     assert_eq!((r.status, r.code()), (413, 41300));
+    assert_eq!(r.header("connection"), Some("close"));
     assert!(srv.fake.seen.lock().unwrap().is_empty());
     assert_eq!(get(srv.addr, "/healthz").status, 200);
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 50 * 1024, "resident memory grew by {grown} KiB");
 }
 
 #[test]
@@ -452,6 +558,10 @@ fn garbage_is_rejected_and_the_server_goes_on() {
         b"GET /healthz HTTP/1.1\r\n\r\n",
         b"POST /api/scan HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
         b"POST /api/scan HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        // A TLS ClientHello, with no line end in sight.
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"POST /api/scan HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /api/scan HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
     ] {
         let mut s = connect(srv.addr);
         s.write_all(junk).unwrap();
@@ -461,17 +571,21 @@ fn garbage_is_rejected_and_the_server_goes_on() {
         }
         assert_eq!(get(srv.addr, "/healthz").status, 200, "after {junk:?}");
     }
-    // Headers beyond oxhttp's 8 KB cap.
-    let mut s = connect(srv.addr);
-    let big = format!(
-        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(20_000)
-    );
-    let _ = s.write_all(big.as_bytes());
-    if let Some(r) = read_response(&mut BufReader::new(s)) {
-        assert_eq!(r.status, 400);
+    // Heads beyond the 8 KiB cap, or with more than 100 fields: 431 (the 20 KB one may be cut
+    // off by the close instead, while it is still being sent).
+    let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+    for head in [
+        format!("X-Big: {}\r\n", "a".repeat(20_000)),
+        format!("X-Big: {}\r\n", "a".repeat(8_200)),
+        many,
+    ] {
+        let mut s = connect(srv.addr);
+        let _ = s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{head}\r\n").as_bytes());
+        if let Some(r) = read_response(&mut BufReader::new(s)) {
+            assert_eq!((r.status, r.code()), (431, 40000));
+        }
+        assert_eq!(get(srv.addr, "/healthz").status, 200);
     }
-    assert_eq!(get(srv.addr, "/healthz").status, 200);
 }
 
 #[test]
@@ -489,20 +603,23 @@ fn a_panicking_handler_is_a_500_and_the_server_goes_on() {
 fn a_taken_port_is_an_error_naming_it() {
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let addr = taken.local_addr().unwrap();
-    let fake = Arc::new(Fake {
-        snap: Arc::new(crate::state::Snapshot::default()),
-        ready: Ok(()),
-        seen: Mutex::new(Vec::new()),
-    });
+    let fake = Fake::new(crate::state::Snapshot::default(), Ok(()));
     let err = serve(&[addr], ApiOptions::default(), fake.clone()).unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    // The first address is free, the second taken: nothing stays bound.
+    let free = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let free_addr = free.local_addr().unwrap();
+    drop(free);
+    let err = serve(&[free_addr, addr], ApiOptions::default(), fake.clone()).unwrap_err();
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    drop(TcpListener::bind(free_addr).expect("the first address was released"));
     let zero = ApiOptions {
         max_connections: 0,
         ..ApiOptions::default()
     };
-    let free = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     assert!(matches!(
-        serve(&[free], zero, fake),
+        serve(&[any], zero, fake),
         Err(ApiError::Options(_))
     ));
 }
@@ -532,14 +649,284 @@ fn declared_huge_body_while_the_client_keeps_sending_is_413() {
 
 #[test]
 fn all_interfaces_accepts_ipv4() {
-    let port = free_port();
-    let addrs = bind_addrs(&format!(":{port}")).unwrap();
-    let fake = Arc::new(Fake {
-        snap: Arc::new(crate::state::Snapshot::default()),
-        ready: Ok(()),
-        seen: Mutex::new(Vec::new()),
-    });
-    let _running = serve(&addrs, ApiOptions::default(), fake).unwrap();
+    let addrs = bind_addrs(":0").unwrap();
+    let fake = Fake::new(crate::state::Snapshot::default(), Ok(()));
+    let running = serve(&addrs, ApiOptions::default(), fake).unwrap();
+    // Where `[::]` is IPv6-only, `0.0.0.0` is bound too (on a port of its own, for `:0`).
+    let bound = running.addrs();
+    let port = bound
+        .iter()
+        .find(|a| a.is_ipv4())
+        .unwrap_or(&bound[0])
+        .port();
+    assert_ne!(port, 0);
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     assert_eq!(get(v4, "/healthz").status, 200, "addrs {addrs:?}");
+    running.shutdown().unwrap();
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_the_api() {
+    if !in_own_process("api::tests::a_thousand_idle_connections_do_not_stop_the_api") {
+        return;
+    }
+    // The default cap (256): most of the thousand are closed to admit the ones after them.
+    let srv = start(ApiOptions::default());
+    let before = rss_kib();
+    // serve() raised this process's open-file limit, which the client ends need too.
+    let idle: Vec<TcpStream> = (0..1000).map(|_| connect(srv.addr)).collect();
+    let r = get(srv.addr, "/healthz");
+    assert_eq!(r.status, 200);
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 50 * 1024, "resident memory grew by {grown} KiB");
+    // The first ones were the idle ones waiting longest: closed without a word.
+    let mut first = idle.into_iter().next().unwrap();
+    assert!(until_closed(&mut first).is_empty());
+    assert_eq!(get(srv.addr, "/api/version").status, 200);
+}
+
+#[test]
+fn idle_and_trickling_clients_are_dropped() {
+    let srv = start(ApiOptions {
+        read_timeout: Duration::from_secs(1),
+        ..open()
+    });
+    let mut silent = connect(srv.addr);
+    let mut slow = connect(srv.addr);
+    let mut w = slow.try_clone().unwrap();
+    // One byte of a never-ending header every third of the read timeout: every single read is
+    // in time, the head as a whole never is.
+    const BYTES: usize = 90;
+    let writer = std::thread::spawn(move || {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+        let bytes = head.iter().chain(std::iter::repeat(&b'a')).take(BYTES);
+        let mut sent = 0;
+        for b in bytes {
+            if w.write_all(&[*b]).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(333));
+        }
+        sent
+    });
+    assert_eq!(get(srv.addr, "/healthz").status, 200, "served meanwhile");
+    assert!(
+        until_closed(&mut silent).is_empty(),
+        "an idle client is closed without a word"
+    );
+    let answer = until_closed(&mut slow);
+    if !answer.is_empty() {
+        let r = read_response(&mut &answer[..]).expect("a response");
+        assert_eq!((r.status, r.code()), (408, 40000));
+    }
+    let sent = writer.join().unwrap();
+    assert!(
+        sent < BYTES,
+        "the trickling client was cut off ({sent} bytes sent)"
+    );
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn ten_megabyte_body_is_413() {
+    let srv = start(open());
+    let s = connect(srv.addr);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(
+            b"POST /api/containers/web/update HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n",
+        );
+        let block = vec![b'x'; 100_000];
+        for _ in 0..100 {
+            if w.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let r = read_response(&mut BufReader::new(s)).expect("a 413");
+    assert_eq!((r.status, r.code()), (413, 41300));
+    writer.join().unwrap();
+    assert_eq!(srv.fake.seen(), 0);
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let srv = start(open());
+    let mut s = connect(srv.addr);
+    s.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /api/containers/web/update HTTP/1.1\r\nHost: t\r\nContent-Length: 13\r\n\r\n{\"image\":\"x\"}\
+          GET /api/version HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let a = read_response(&mut r).expect("first answer");
+    assert_eq!(a.json()["data"], json!({"status": "ok"}));
+    assert_eq!(a.header("connection"), None);
+    let b = read_response(&mut r).expect("second answer");
+    assert_eq!(b.json()["data"]["body"], json!({"image": "x"}));
+    let c = read_response(&mut r).expect("third answer");
+    assert_eq!(c.json()["data"]["version"], "0.0.0-test");
+    assert_eq!(c.header("connection"), Some("close"));
+    assert!(read_response(&mut r).is_none(), "closed as asked");
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn http_1_0_is_answered_and_closed() {
+    let srv = start(open());
+    let mut s = connect(srv.addr);
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let resp = read_response(&mut r).expect("an answer");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(read_response(&mut r).is_none());
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn head_requests_get_headers_only() {
+    let srv = start(open());
+    let mut s = connect(srv.addr);
+    s.write_all(
+        b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let head = read_response_head(&mut r).expect("an answer to HEAD");
+    assert_eq!(head.status, 405);
+    assert_ne!(head.header("content-length"), Some("0"));
+    // Had a body followed, this would read it as a status line.
+    assert_eq!(read_response(&mut r).expect("next answer").status, 200);
+}
+
+#[test]
+fn expect_100_continue_only_for_an_acceptable_body() {
+    let srv = start(ApiOptions {
+        token: Some(Secret::new("adm")),
+        ..ApiOptions::default()
+    });
+    let post = |auth: &str, len: usize| {
+        format!(
+            "POST /api/containers/web/update HTTP/1.1\r\nHost: t\r\n{auth}\
+             Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    let mut s = connect(srv.addr);
+    s.write_all(post(&bearer("adm"), 13).as_bytes()).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(
+        read_response_head(&mut r).expect("100 Continue").status,
+        100
+    );
+    s.write_all(b"{\"image\":\"x\"}").unwrap();
+    let done = read_response(&mut r).expect("the answer");
+    assert_eq!(done.json()["data"]["body"], json!({"image": "x"}));
+
+    // Refused before the body: the final answer instead of 100, and the connection closes
+    // (the client may or may not send the body now).
+    for (auth, len, want) in [(bearer("nope"), 13, 401), (bearer("adm"), 1_000_000, 413)] {
+        let mut s = connect(srv.addr);
+        s.write_all(post(&auth, len).as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        assert_eq!(read_response(&mut r).expect("an answer").status, want);
+        assert!(read_response(&mut r).is_none());
+    }
+    assert_eq!(srv.fake.seen(), 1);
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn when_every_connection_is_busy_newcomers_get_503_at_once() {
+    let srv = start(ApiOptions {
+        max_connections: 1,
+        ..open()
+    });
+    srv.fake.set_hold(true);
+    let mut busy = connect(srv.addr);
+    busy.write_all(b"POST /api/updates/run HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    wait_for("the request to reach the handler", || srv.fake.seen() == 1);
+    let r = get(srv.addr, "/healthz");
+    assert_eq!((r.status, r.code()), (503, 50000));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("connection"), Some("close"));
+    srv.fake.set_hold(false);
+    let done = read_response(&mut BufReader::new(busy)).expect("the held answer");
+    assert_eq!(done.status, 202);
+    // Once its thread is back to waiting (just after the answer is sent), the one slot is an
+    // idle kept-alive connection, closed to admit the next client.
+    wait_for("a new client to be served", || {
+        get(srv.addr, "/healthz").status == 200
+    });
+}
+
+#[test]
+fn shutdown_frees_the_port_and_finishes_requests_in_flight() {
+    let fake = Fake::new(fixtures::snapshot(), Ok(()));
+    let opts = open();
+    let running = serve(
+        &[SocketAddr::from((Ipv4Addr::LOCALHOST, 0))],
+        opts,
+        fake.clone(),
+    )
+    .unwrap();
+    let addr = running.addrs()[0];
+    let mut idle = connect(addr);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut idle_r = BufReader::new(idle.try_clone().unwrap());
+    assert_eq!(read_response(&mut idle_r).unwrap().status, 200);
+
+    fake.set_hold(true);
+    let mut busy = connect(addr);
+    busy.write_all(b"POST /api/updates/run HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    wait_for("the request to reach the handler", || fake.seen() == 1);
+    let stopper = std::thread::spawn(move || running.shutdown());
+    wait_for("the port to close", || TcpStream::connect(addr).is_err());
+    assert!(
+        read_response(&mut idle_r).is_none(),
+        "the idle connection is closed"
+    );
+    fake.set_hold(false);
+    let done = read_response(&mut BufReader::new(busy)).expect("the request in flight is answered");
+    assert_eq!(done.status, 202);
+    assert_eq!(done.header("connection"), Some("close"));
+    stopper.join().unwrap().expect("a clean shutdown");
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_stop_the_accept_loop() {
+    if !in_own_process("api::tests::running_out_of_file_descriptors_does_not_stop_the_accept_loop")
+    {
+        return;
+    }
+    let srv = start(open());
+    let handle = &srv.running.as_ref().unwrap().server;
+    // Take every free descriptor, then give one back for a client's socket. The accept blocked
+    // right now has a descriptor reserved and takes that client; the next accept fails (EMFILE)
+    // until the rest are given back.
+    let mut hog = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    assert!(hog.pop().is_some());
+    let mut first = TcpStream::connect(srv.addr).expect("connect with the last descriptor");
+    wait_for("the accept loop to run out of descriptors", || {
+        handle.accept_errors() > 0
+    });
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = BufReader::new(first);
+    assert_eq!(read_response(&mut first).expect("served").status, 200);
+    drop(hog);
+    assert_eq!(get(srv.addr, "/healthz").status, 200, "accepting again");
 }

@@ -31,6 +31,9 @@ pub(crate) enum Work {
     /// Every eligible container with an update (`updatePolicy: auto`).
     Batch {
         dry_run: bool,
+        /// (container name, remote digest) pairs whose update already failed: a scheduled run does
+        /// not stop the same container again for the same new image.
+        avoid: Vec<(String, String)>,
     },
     Update(Vec<UpdateRequest>),
     Lifecycle {
@@ -127,6 +130,32 @@ impl JobDone {
         c
     }
 
+    /// What the job record shows as its last error: the job's own error, else a summary of the
+    /// containers whose update failed (a run with a failed update did not succeed).
+    pub fn record_error(&self) -> Option<String> {
+        if self.error.is_some() {
+            return self.error.clone();
+        }
+        let failed: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == "rolledBack" || r.outcome == "failed")
+            .map(|r| {
+                format!(
+                    "{} {}: {}",
+                    r.container,
+                    if r.outcome == "rolledBack" {
+                        "rolled back"
+                    } else {
+                        "failed"
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                )
+            })
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
     /// The answer for a waiting API client: the job record, or the SPEC's error for a failed update.
     pub fn reply(&self, record: Option<&JobRecord>) -> ApiReply {
         if let Some(r) = &self.reply {
@@ -221,7 +250,7 @@ impl JobEnv {
                 out
             }
             Work::Scan { fresh } => self.scan(*fresh),
-            Work::Batch { dry_run } => self.batch(*dry_run),
+            Work::Batch { dry_run, avoid } => self.batch(*dry_run, avoid),
             Work::Update(reqs) => {
                 let containers = snapshot_infos(snapshot);
                 self.updates(reqs, &containers)
@@ -262,7 +291,7 @@ impl JobEnv {
         out
     }
 
-    fn batch(&self, dry_run: bool) -> JobOutput {
+    fn batch(&self, dry_run: bool, avoid: &[(String, String)]) -> JobOutput {
         // Scan first: within cacheTTL it costs no registry request, and it makes the decision
         // from the engine's current containers, not an old snapshot.
         let scanned = self.scan(false);
@@ -273,11 +302,21 @@ impl JobEnv {
             .containers
             .iter()
             .filter(|c| {
+                let Some(check) = scanned.checks.iter().find(|k| k.container_id == c.id) else {
+                    return false;
+                };
+                let failed_before = avoid.iter().any(|(name, digest)| {
+                    *name == c.name && check.remote_digest.as_deref() == Some(digest)
+                });
+                if failed_before && check.status == Status::UpdateAvailable {
+                    log::info!(
+                        component = "updater", container = c.name.as_str(), action = "skip";
+                        "not retrying: the update to this image failed before (update it through the API to try again)"
+                    );
+                }
                 !c.is_self
-                    && scanned
-                        .checks
-                        .iter()
-                        .any(|k| k.container_id == c.id && k.status == Status::UpdateAvailable)
+                    && check.status == Status::UpdateAvailable
+                    && !failed_before
                     && crate::policy::update_policy(c, self.cfg.update.allow_compose_update).0
                         == UpdatePolicy::Auto
             })
@@ -306,7 +345,7 @@ impl JobEnv {
         if reqs.is_empty() {
             return out;
         }
-        let order = self.order(reqs, containers);
+        let waves = self.waves(reqs, containers);
         let name_of = |id: &str| {
             containers
                 .iter()
@@ -314,7 +353,7 @@ impl JobEnv {
                 .map(|c| c.name.clone())
                 .unwrap_or_else(|| id.chars().take(12).collect())
         };
-        for req in order {
+        let one = |req: &UpdateRequest| {
             let started = std::time::Instant::now();
             let name = name_of(&req.container);
             let outcome = if containers
@@ -326,7 +365,7 @@ impl JobEnv {
                     rolled_back: false,
                 }
             } else {
-                self.updater.update(&req, &self.cancel)
+                self.updater.update(req, &self.cancel)
             };
             if matches!(outcome, Outcome::Updated { .. }) {
                 // Consumers of its network namespace hold the old, dead one: restart them.
@@ -334,13 +373,39 @@ impl JobEnv {
                     log::info!(component = "updater", container = consumer.as_str(); "restarted after its network provider {name} was updated: {o:?}");
                 }
             }
-            out.results.push(container_result(
-                &req.container,
-                &name,
-                &outcome,
-                started.elapsed(),
-            ));
+            container_result(&req.container, &name, &outcome, started.elapsed())
+        };
+        // Each wave's groups side by side, at most `update.concurrency` containers at once; the
+        // containers of one group (one image) one after another.
+        let results = std::sync::Mutex::new(Vec::new());
+        for wave in &waves {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let run_groups = || loop {
+                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(group) = wave.get(g) else { break };
+                for req in group {
+                    let r = one(req);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            };
+            let threads = self.cfg.update.concurrency.clamp(1, wave.len().max(1));
+            std::thread::scope(|scope| {
+                for i in 1..threads {
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("update-{i}"))
+                        .spawn_scoped(scope, run_groups);
+                    if let Err(e) = spawned {
+                        log::warn!(component = "updater"; "spawn an update thread: {e}");
+                    }
+                }
+                run_groups();
+            });
         }
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Report in plan order, whatever order the threads finished in.
+        let position = |id: &str| reqs.iter().position(|r| r.container == id);
+        results.sort_by_key(|r| position(&r.id));
+        out.results = results;
         if reqs.iter().all(|r| r.dry_run) {
             return out;
         }
@@ -396,8 +461,12 @@ impl JobEnv {
     }
 
     /// Dependency order (providers first, one image's containers together) from the engine's
-    /// `NetworkMode` and `Links` of each container.
-    fn order(&self, reqs: &[UpdateRequest], containers: &[ContainerInfo]) -> Vec<UpdateRequest> {
+    /// `NetworkMode` and `Links` of each container, as waves of independent groups.
+    fn waves(
+        &self,
+        reqs: &[UpdateRequest],
+        containers: &[ContainerInfo],
+    ) -> Vec<Vec<Vec<UpdateRequest>>> {
         let items: Vec<updater::OrderItem> = reqs
             .iter()
             .map(|r| {
@@ -428,10 +497,14 @@ impl JobEnv {
                 }
             })
             .collect();
-        updater::order(&items)
+        let request = |id: String| reqs.iter().find(|r| r.container == id).cloned();
+        updater::waves(&items)
             .into_iter()
-            .flatten()
-            .filter_map(|id| reqs.iter().find(|r| r.container == id).cloned())
+            .map(|wave| {
+                wave.into_iter()
+                    .map(|group| group.into_iter().filter_map(request).collect())
+                    .collect()
+            })
             .collect()
     }
 
@@ -569,4 +642,63 @@ fn snapshot_infos(snapshot: &Snapshot) -> Vec<ContainerInfo> {
             is_self: v.skip_reason.as_deref() == Some("self"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, name: &str, outcome: &str) -> ContainerResult {
+        ContainerResult {
+            container: name.into(),
+            id: id.into(),
+            outcome: outcome.into(),
+            error: Some(format!("{name}: boom")),
+            from_image: None,
+            to_image: None,
+            steps: None,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_with_a_failed_update_records_an_error() {
+        let done = |results: Vec<ContainerResult>, error: Option<&str>| JobDone {
+            id: "run-1".into(),
+            duration: Duration::ZERO,
+            discovery: None,
+            checks: vec![],
+            scan: None,
+            results,
+            error: error.map(str::to_string),
+            recovered: false,
+            reply: None,
+        };
+        assert_eq!(
+            done(vec![result("c3", "fine", "updated")], None).record_error(),
+            None
+        );
+        assert_eq!(
+            done(
+                vec![
+                    result("c3", "fine", "updated"),
+                    result("a1", "rolled", "rolledBack"),
+                    result("b2", "failed", "failed"),
+                ],
+                None
+            )
+            .record_error()
+            .as_deref(),
+            Some("rolled rolled back: rolled: boom; failed failed: failed: boom")
+        );
+        assert_eq!(
+            done(
+                vec![result("a1", "rolled", "rolledBack")],
+                Some("scan: engine down")
+            )
+            .record_error()
+            .as_deref(),
+            Some("scan: engine down")
+        );
+    }
 }

@@ -158,6 +158,8 @@ struct Daemon {
     done_tx: Sender<Event>,
     /// Set once crash recovery has run; updates wait for it.
     recovered: bool,
+    /// Container name → the remote digest its last update failed to: scheduled runs skip that pair.
+    failed_updates: HashMap<String, String>,
     shutting_down: bool,
 }
 
@@ -195,7 +197,7 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         allow_unauthenticated: cfg.server.allow_unauthenticated,
         ui: cfg.server.ui,
     };
-    let _server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
+    let server = api::serve(&addrs, opts, backend).map_err(DaemonError::Api)?;
 
     let engine = Engine::new(
         &cfg.docker.host,
@@ -284,6 +286,7 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         running: HashMap::new(),
         done_tx: event_tx,
         recovered: false,
+        failed_updates: HashMap::new(),
         shutting_down: false,
         cfg,
     };
@@ -314,6 +317,9 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
     signal_handle.close();
     let _ = signal_thread.join();
     d.notifier.shutdown();
+    if let Err(e) = server.shutdown() {
+        log::warn!(component = "api"; "{e}");
+    }
     log::info!(component = "daemon"; "stopped");
     Ok(())
 }
@@ -465,7 +471,14 @@ impl Daemon {
             "update",
             JobKind::Update,
             trigger,
-            Work::Batch { dry_run: false },
+            Work::Batch {
+                dry_run: false,
+                avoid: self
+                    .failed_updates
+                    .iter()
+                    .map(|(n, d)| (n.clone(), d.clone()))
+                    .collect(),
+            },
             vec![],
             None,
         );
@@ -571,6 +584,7 @@ impl Daemon {
         self.notify_available(&done.checks);
         for r in &done.results {
             self.notify_result(r);
+            self.remember_failure(r, &done.checks);
         }
         let counts = done.counts();
         if let Some(rec) = self.book.get_mut(&done.id) {
@@ -578,7 +592,7 @@ impl Daemon {
                 &now,
                 done.duration.as_millis() as u64,
                 counts,
-                done.error.clone(),
+                done.record_error(),
                 (running.kind == JobKind::Update).then(|| done.results.clone()),
             );
         }
@@ -627,6 +641,30 @@ impl Daemon {
                     remote_digest: remote.clone(),
                 });
             }
+        }
+    }
+
+    /// A failed update is not retried by scheduled runs while the registry offers the same image.
+    fn remember_failure(&mut self, r: &ContainerResult, checks: &[CheckResult]) {
+        match r.outcome.as_str() {
+            "rolledBack" | "failed" => {
+                let id = self
+                    .discovery
+                    .as_ref()
+                    .and_then(|d| d.containers.iter().find(|c| c.name == r.container))
+                    .map(|c| c.id.clone());
+                let digest = checks
+                    .iter()
+                    .find(|c| Some(&c.container_id) == id.as_ref())
+                    .and_then(|c| c.remote_digest.clone());
+                if let Some(d) = digest {
+                    self.failed_updates.insert(r.container.clone(), d);
+                }
+            }
+            "updated" => {
+                self.failed_updates.remove(&r.container);
+            }
+            _ => {}
         }
     }
 
@@ -787,7 +825,11 @@ impl Daemon {
                     }
                 }
                 let work = if ids.is_empty() {
-                    Work::Batch { dry_run }
+                    // Asked for explicitly: failed updates are tried again.
+                    Work::Batch {
+                        dry_run,
+                        avoid: vec![],
+                    }
                 } else {
                     Work::Update(
                         ids.iter()

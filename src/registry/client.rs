@@ -1,7 +1,8 @@
 //! The registry HTTP client (SPEC.md §5): tag → digest by HEAD, per-platform confirmation by GET (once
 //! per remote change, verdicts remembered), tag lists, the Bearer/Basic token flow with tokens cached
 //! and shared across repositories, retries with back-off for transient errors, `429` + `Retry-After`
-//! pauses, and per-registry statistics. Sync (ureq), one agent and connection pool for all registries.
+//! pauses, a registry that gave no answer left alone until the next scan, and per-registry statistics.
+//! Sync (ureq), one agent and connection pool for all registries.
 //! Knows nothing of containers, policy or the engine: it answers questions about references.
 
 use super::challenge::{self, Challenge};
@@ -31,6 +32,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a credential lookup is reused (helpers may hand out short-lived secrets).
 const CREDENTIAL_TTL: Duration = Duration::from_secs(300);
+/// How long a registry that gave no answer is not asked again, unless a scan starts before (see
+/// `prepare`): a backstop for callers that never call `prepare`.
+const UNREACHABLE_HOLD: Duration = Duration::from_secs(300);
 
 /// The digest a registry gives for a reference's tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +93,11 @@ pub enum ErrorKind {
     Paused {
         until: String,
     },
+    /// Another request to the registry (or its token endpoint) got no answer after its retries since
+    /// the scan began; no request was sent.
+    Unreachable {
+        detail: String,
+    },
     Credentials(CredentialError),
     Challenge(challenge::ChallengeError),
     /// 401 without a `WWW-Authenticate` header.
@@ -133,6 +142,10 @@ impl fmt::Display for ErrorKind {
                     "registry paused until {until} after a 429 (rate limited)"
                 )
             }
+            ErrorKind::Unreachable { detail } => write!(
+                f,
+                "no answer from registry ({detail}); not asked again until the next scan"
+            ),
             ErrorKind::Credentials(e) => write!(f, "credentials: {e}"),
             ErrorKind::Challenge(e) => write!(f, "{e}"),
             ErrorKind::NoChallenge => {
@@ -213,6 +226,7 @@ fn kind_is_transient(kind: &ErrorKind) -> bool {
     match kind {
         ErrorKind::Transport(e) => transport_is_transient(e),
         ErrorKind::Status { status, .. } => status_is_transient(*status),
+        ErrorKind::Unreachable { .. } => true,
         ErrorKind::Token {
             status: Some(s), ..
         } => status_is_transient(*s),
@@ -222,6 +236,25 @@ fn kind_is_transient(kind: &ErrorKind) -> bool {
 
 fn status_is_transient(status: u16) -> bool {
     status == 429 || (status >= 500 && status != 501)
+}
+
+/// Nothing came back at all: the registry is down, blackholed or too slow. (A truncated or reset
+/// answer is not this: the registry is there.)
+fn is_no_answer(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    match e {
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        // ureq reports a failed connect as the socket's own error.
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            Io::ConnectionRefused
+                | Io::TimedOut
+                | Io::HostUnreachable
+                | Io::NetworkUnreachable
+                | Io::AddrNotAvailable
+        ),
+        _ => false,
+    }
 }
 
 fn transport_is_transient(e: &ureq::Error) -> bool {
@@ -317,6 +350,8 @@ struct RegistryState {
     errors: u64,
     rate_limit_remaining: Option<u64>,
     paused: Option<(Instant, jiff::Timestamp)>,
+    /// Until when, and why: a request to the registry itself got no answer after its retries.
+    unreachable: Option<(Instant, String)>,
     last_error: Option<String>,
     outcomes: BTreeMap<&'static str, u64>,
     latency: Duration,
@@ -464,10 +499,11 @@ impl RegistryClient {
         format!("{}://{api_host}", if insecure { "http" } else { "https" })
     }
 
-    /// Gets ready for a scan of `refs`: learns each registry's challenge (one `GET /v2/` per unknown
-    /// registry) and asks ONE token per registry for all the repositories not yet covered (several
-    /// `scope` parameters, split in batches when the URL would grow past 4 KB). Failures are not
-    /// errors here: a repository without a token gets its own when it is checked.
+    /// Gets ready for a scan of `refs` (call it at every scan, even with none): forgets which
+    /// registries gave no answer during the last scan, learns each registry's challenge (one
+    /// `GET /v2/` per unknown registry) and asks ONE token per registry for all the repositories not
+    /// yet covered (several `scope` parameters, split in batches when the URL would grow past 7 KB).
+    /// Failures are not errors here: a repository without a token gets its own when it is checked.
     pub fn prepare(&self, refs: &[Reference]) {
         let mut by_registry: BTreeMap<&str, (&str, BTreeSet<String>)> = BTreeMap::new();
         for r in refs {
@@ -477,11 +513,34 @@ impl RegistryClient {
                 .1
                 .insert(token::pull_scope(&r.repository));
         }
-        for (registry, (api_host, scopes)) in by_registry {
+        // A new scan asks again the registries that did not answer during the last one.
+        for s in lock(&self.registries).values_mut() {
+            s.unreachable = None;
+        }
+        let prepare_one = |registry: &str, api_host: &str, scopes: BTreeSet<String>| {
             if let Err(e) = self.prepare_registry(registry, api_host, scopes) {
                 log::debug!(component = "registry"; "{e}");
             }
+        };
+        if by_registry.len() == 1 {
+            for (registry, (api_host, scopes)) in by_registry {
+                prepare_one(registry, api_host, scopes);
+            }
+            return;
         }
+        // Registries in parallel: one that does not answer costs its timeouts once, not on top of
+        // all the others'. Should a thread not start, its repositories get their tokens when checked.
+        std::thread::scope(|s| {
+            for (registry, (api_host, scopes)) in by_registry {
+                let prepare_one = &prepare_one;
+                let spawned = std::thread::Builder::new()
+                    .name("registry-prepare".into())
+                    .spawn_scoped(s, move || prepare_one(registry, api_host, scopes));
+                if let Err(e) = spawned {
+                    log::warn!(component = "registry"; "spawn a thread to prepare {registry}: {e}");
+                }
+            }
+        });
     }
 
     fn prepare_registry(
@@ -526,7 +585,7 @@ impl RegistryClient {
     /// `GET /v2/`: 200 means open, 401 carries the challenge.
     fn probe(&self, registry: &str, api_host: &str) -> Result<Access, ErrorKind> {
         let url = format!("{}/v2/", self.base_url(api_host));
-        let a = self.send(
+        let a = self.send_or_mark(
             registry,
             &Request {
                 method: Method::Get,
@@ -536,6 +595,7 @@ impl RegistryClient {
                 form: &[],
                 limit: ERROR_BODY_MAX,
             },
+            None,
         )?;
         let access = match a.status {
             401 => Access::Challenged(challenge_of(&a)?),
@@ -599,7 +659,7 @@ impl RegistryClient {
     }
 
     /// Asks the realm for a token covering `scopes`, with the registry's credentials when it is safe
-    /// to send them there (same host as the registry, or HTTPS).
+    /// to send them there (same host as the registry, on any port, or HTTPS).
     fn fetch_token(
         &self,
         registry: &str,
@@ -613,12 +673,15 @@ impl RegistryClient {
                 status: None,
                 detail: format!("realm {realm:?} is not an http(s) URL"),
             })?;
-        let trusted = realm_scheme == "https" || realm_host.eq_ignore_ascii_case(api_host);
+        // The host without the port: a token server beside the registry on another port (docker_auth's
+        // usual `myreg:5001` next to `myreg:5000`) is the same machine, hence the same trust.
+        let trusted = realm_scheme == "https" || split_host(realm_host).0 == split_host(api_host).0;
         let credential = if trusted {
             self.credential(registry)?
         } else {
             None
         };
+        let endpoint = format!("token endpoint {realm_host}");
         let answer = match &credential {
             Some(Credential::IdentityToken(refresh)) => {
                 // OAuth2 refresh-token grant, as docker does with an identity token.
@@ -632,7 +695,7 @@ impl RegistryClient {
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
-                self.send(
+                self.send_or_mark(
                     registry,
                     &Request {
                         method: Method::Post,
@@ -642,6 +705,7 @@ impl RegistryClient {
                         form: &form,
                         limit: TOKEN_MAX,
                     },
+                    Some(&endpoint),
                 )?
             }
             other => {
@@ -652,7 +716,7 @@ impl RegistryClient {
                     _ => None,
                 };
                 let url = token::token_url(realm, service, scopes);
-                self.send(
+                self.send_or_mark(
                     registry,
                     &Request {
                         method: Method::Get,
@@ -662,6 +726,7 @@ impl RegistryClient {
                         form: &[],
                         limit: TOKEN_MAX,
                     },
+                    Some(&endpoint),
                 )?
             }
         };
@@ -694,7 +759,7 @@ impl RegistryClient {
         let mut fresh = false;
         loop {
             let auth = self.authorization(r, &scope, fresh)?;
-            let answer = self.send(
+            let answer = self.send_or_mark(
                 &r.registry,
                 &Request {
                     method,
@@ -704,6 +769,7 @@ impl RegistryClient {
                     form: &[],
                     limit,
                 },
+                None,
             )?;
             if answer.status != 401 || fresh {
                 return Ok(answer);
@@ -960,6 +1026,39 @@ impl RegistryClient {
         (until > Instant::now()).then_some(ts)
     }
 
+    /// `send` for a request the registry's checks depend on (its API, its token realm): when nothing
+    /// answers even after the retries, the registry's other requests fail at once until the next
+    /// scan instead of each waiting out its own timeouts and retries. `what` names the token
+    /// endpoint when it is that which did not answer.
+    fn send_or_mark(
+        &self,
+        registry: &str,
+        req: &Request,
+        what: Option<&str>,
+    ) -> Result<Answer, ErrorKind> {
+        let result = self.send(registry, req);
+        if let Err(ErrorKind::Transport(e)) = &result {
+            if is_no_answer(e) {
+                let detail = match what {
+                    Some(w) => format!("{w}: {e}"),
+                    None => e.to_string(),
+                };
+                lock(&self.registries)
+                    .entry(registry.to_string())
+                    .or_default()
+                    .unreachable = Some((Instant::now() + UNREACHABLE_HOLD, detail));
+            }
+        }
+        result
+    }
+
+    /// Why `registry` is not asked now, after a request to it got no answer.
+    fn unreachable(&self, registry: &str) -> Option<String> {
+        let regs = lock(&self.registries);
+        let (until, why) = regs.get(registry)?.unreachable.as_ref()?;
+        (*until > Instant::now()).then(|| why.clone())
+    }
+
     /// Sends one request with retries for transient failures (no answer, 5xx, 429 without
     /// `Retry-After`). A 429 with `Retry-After` pauses the registry and is returned as is.
     fn send(&self, registry: &str, req: &Request) -> Result<Answer, ErrorKind> {
@@ -969,6 +1068,9 @@ impl RegistryClient {
                 return Err(ErrorKind::Paused {
                     until: until.to_string(),
                 });
+            }
+            if let Some(detail) = self.unreachable(registry) {
+                return Err(ErrorKind::Unreachable { detail });
             }
             let started = Instant::now();
             let result = self.send_once(req);

@@ -10,7 +10,7 @@
 //! - `platform`: manifest parsing, platform normalisation and selection (pure).
 //! - `client`: `RegistryClient`, the only part that does HTTP.
 //!
-//! A scan calls `RegistryClient::prepare` with every reference it will check (one token per
+//! A scan calls `RegistryClient::prepare` with every reference it will fetch (one token per
 //! registry), then `head_digest` per distinct reference, and `platform_changed` only when the
 //! remote digest differs from the local RepoDigests entry (`digest_for_repository`).
 

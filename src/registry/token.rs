@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// A token is dropped this long before it expires, so a request never carries one that dies in flight.
 const SKEW: Duration = Duration::from_secs(10);
-/// Token URLs longer than this are split (proxies and registries refuse URLs of 8 KB and more).
-pub const MAX_TOKEN_URL: usize = 4096;
+/// Token URLs longer than this are split. Proxies and registries refuse request lines of 8 KB and
+/// more (nginx's default buffer); 7 KB keeps a margin and still carries ~150 repository scopes, so
+/// a scan of a typical host needs one token request per registry (SPEC.md §11: N + 2).
+pub const MAX_TOKEN_URL: usize = 7 * 1024;
 
 /// `repository:<name>:pull`
 pub fn pull_scope(repository: &str) -> String {

@@ -14,5 +14,5 @@ mod recovery;
 pub mod recreate;
 
 pub use executor::{Outcome, Step, UpdateError, UpdateRequest, Updater};
-pub use order::{order, OrderItem};
+pub use order::{order, waves, OrderItem};
 pub use recreate::{health_wait, plan, stop_timeout, RecreateError, RecreateInput, RecreatePlan};

@@ -29,6 +29,30 @@ pub struct OrderItem {
 /// groups in order. Groups whose containers depend on each other in a cycle (through several
 /// images) are merged into one. Dependencies outside the batch are ignored.
 pub fn order(batch: &[OrderItem]) -> Vec<Vec<String>> {
+    plan(batch).into_iter().map(|(group, _)| group).collect()
+}
+
+/// The groups of [`order`] in waves: a group depends only on groups of earlier waves, so the
+/// groups of one wave may be updated side by side (`update.concurrency`).
+pub fn waves(batch: &[OrderItem]) -> Vec<Vec<Vec<String>>> {
+    let plan = plan(batch);
+    // A group's wave is one past the latest wave of what it needs (groups come in dependency
+    // order, so those waves are known when it is reached).
+    let mut wave_of = vec![0usize; plan.len()];
+    let mut waves: Vec<Vec<Vec<String>>> = Vec::new();
+    for (g, (group, needs)) in plan.into_iter().enumerate() {
+        let w = needs.iter().map(|&d| wave_of[d] + 1).max().unwrap_or(0);
+        wave_of[g] = w;
+        if waves.len() <= w {
+            waves.resize_with(w + 1, Vec::new);
+        }
+        waves[w].push(group);
+    }
+    waves
+}
+
+/// The ordered groups, each with the positions (in the returned list) of the groups it needs.
+fn plan(batch: &[OrderItem]) -> Vec<(Vec<String>, BTreeSet<usize>)> {
     let n = batch.len();
     // deps[i]: indices that i needs first.
     let deps: Vec<BTreeSet<usize>> = batch
@@ -90,8 +114,13 @@ pub fn order(batch: &[OrderItem]) -> Vec<Vec<String>> {
         }
     }
 
+    let sorted = topological(&component_deps);
+    let mut position = vec![0usize; sorted.len()];
+    for (p, &c) in sorted.iter().enumerate() {
+        position[c] = p;
+    }
     let mut out = Vec::new();
-    for c in topological(&component_deps) {
+    for &c in &sorted {
         let members: Vec<usize> = (0..n).filter(|&i| component[group_of[i]] == c).collect();
         let local: Vec<BTreeSet<usize>> = members
             .iter()
@@ -102,12 +131,12 @@ pub fn order(batch: &[OrderItem]) -> Vec<Vec<String>> {
                     .collect()
             })
             .collect();
-        out.push(
-            topological(&local)
-                .into_iter()
-                .map(|k| batch[members[k]].id.clone())
-                .collect(),
-        );
+        let ids = topological(&local)
+            .into_iter()
+            .map(|k| batch[members[k]].id.clone())
+            .collect();
+        let needs = component_deps[c].iter().map(|&d| position[d]).collect();
+        out.push((ids, needs));
     }
     out
 }
@@ -227,6 +256,25 @@ mod tests {
             names(order(&batch)),
             vec![vec!["prov"], vec!["cons", "db"], vec!["app"]]
         );
+    }
+
+    #[test]
+    fn independent_groups_share_a_wave() {
+        let mut app = item("app", "y:1");
+        app.links = vec!["/db:/app/db".into()];
+        let mut worker = item("worker", "k:1");
+        worker.network_mode = "container:app".into();
+        let batch = [app, item("db", "x:1"), item("cache", "c:1"), worker];
+        let got: Vec<_> = waves(&batch).into_iter().map(names).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![vec!["db"], vec!["cache"]],
+                vec![vec!["app"]],
+                vec![vec!["worker"]]
+            ]
+        );
+        assert!(waves(&[]).is_empty());
     }
 
     #[test]

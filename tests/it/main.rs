@@ -3,8 +3,12 @@
 
 mod fixtures;
 
+mod api_updates;
 mod check;
+mod daemon;
+mod discovery;
 mod engine;
 mod kit_selftest;
+mod scan;
 mod ui;
 mod update;

@@ -33,6 +33,8 @@ fn status_page_in_a_real_browser() {
         eprintln!("note: skipping the browser tests: {why}");
         return;
     }
+    // The suite starts daemons (crash recovery) and updates containers.
+    let _one = fixtures::exclusive();
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ui"])

@@ -801,8 +801,6 @@ fn garbage_and_truncated_answers_are_errors() {
     assert!(matches!(e.kind, ErrorKind::Transport(_)), "{e}");
     let e = c.head_digest(&s.reference("nochallenge")).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::NoChallenge), "{e}");
-    let e = c.head_digest(&s.reference("badtoken")).unwrap_err();
-    assert!(e.to_string().contains("no answer from registry"), "{e}");
     let p = Platform {
         os: "linux".into(),
         architecture: "amd64".into(),
@@ -816,6 +814,15 @@ fn garbage_and_truncated_answers_are_errors() {
             .starts_with(&format!("confirm platform of {}/app:latest", s.host())),
         "{e}"
     );
+    assert!(matches!(e.kind, ErrorKind::BadAnswer(_)), "{e:?}");
+    // A token endpoint that does not answer: this check fails, and the registry's others at once.
+    let e = c.head_digest(&s.reference("badtoken")).unwrap_err();
+    assert!(e.to_string().contains("no answer from registry"), "{e}");
+    let seen = s.seen().len();
+    let e = c.head_digest(&s.reference("notjson")).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains("token endpoint 127.0.0.1:1"), "{e}");
+    assert_eq!(s.seen().len(), seen);
 }
 
 #[test]
@@ -829,6 +836,27 @@ fn slow_answers_time_out() {
         "{e:?}"
     );
     assert_eq!(s.seen().len(), 1);
+}
+
+#[test]
+fn a_registry_without_answer_is_not_asked_again_until_the_next_scan() {
+    let s = Server::start(|_| Reply::Stall(Duration::from_secs(5)));
+    let c = client_with(&config(0, Duration::from_millis(300)));
+    let (a, b) = (s.reference("a"), s.reference("b"));
+    c.head_digest(&a).unwrap_err();
+    assert_eq!(s.seen().len(), 1);
+    let e = c.head_digest(&b).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Unreachable { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("no answer from registry"), "{e}");
+    assert_eq!(s.seen().len(), 1, "failed at once, nothing sent");
+    // A new scan (prepare) asks again: its probe of /v2/, which stalls too.
+    c.prepare(std::slice::from_ref(&b));
+    assert_eq!(s.seen().len(), 2);
+    assert!(matches!(
+        c.head_digest(&b).unwrap_err().kind,
+        ErrorKind::Unreachable { .. }
+    ));
 }
 
 #[test]
