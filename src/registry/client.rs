@@ -1316,6 +1316,15 @@ fn next_link(header: &str, base: &str) -> Option<String> {
 /// compiled-in Mozilla roots plus `extra` (the `registry.caFile` certificates). ureq's own default
 /// roots are not compiled in, so an agent without this config cannot make TLS connections.
 pub fn tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
+    // The root list (~70 KB once encoded) is built once and shared by the agents that add nothing.
+    static PUBLIC: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
+    if extra.is_empty() {
+        return PUBLIC.get_or_init(|| build_tls_config(Vec::new())).clone();
+    }
+    build_tls_config(extra)
+}
+
+fn build_tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
     let roots: Vec<ureq::tls::Certificate<'static>> = webpki_roots::TLS_SERVER_ROOTS
         .iter()
         .map(|anchor| ureq::tls::Certificate::from_der(&anchor_certificate(anchor)).to_owned())
