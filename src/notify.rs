@@ -508,6 +508,7 @@ impl Notifier {
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(concat!("watch-docker/", env!("CARGO_PKG_VERSION")))
+            .tls_config(crate::registry::client::tls_config(Vec::new()))
             .build()
             .into();
         let worker = Worker {

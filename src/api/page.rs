@@ -7,7 +7,6 @@
 
 use super::reply::{ApiReply, ErrorCode};
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 
 const TEMPLATE: &str = include_str!("../ui/page.html");
@@ -67,7 +66,7 @@ fn assemble(template: &str, style: &str, script: &str) -> Page {
 
 /// `'sha256-<base64>'`, the CSP hash-source of an inline block.
 fn source_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     format!(
         "'sha256-{}'",
         base64::engine::general_purpose::STANDARD.encode(digest)

@@ -452,10 +452,6 @@ fn classify(op: &str, host: &str, unix: bool, e: ureq::Error, timeout: Duration)
             unix: false,
             source: io::Error::new(io::ErrorKind::NotFound, e.to_string()),
         },
-        ureq::Error::Json(e) => EngineError::Protocol {
-            op,
-            detail: e.to_string(),
-        },
         other => EngineError::Protocol {
             op,
             detail: other.to_string(),

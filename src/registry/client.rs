@@ -452,9 +452,11 @@ impl RegistryClient {
             .max_idle_connections(pool * 4)
             .timeout_global(Some(cfg.timeout))
             .user_agent(concat!("watch-docker/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &cfg.ca_file {
-            builder = builder.tls_config(tls_with_ca_file(path)?);
-        }
+        let extra = match &cfg.ca_file {
+            Some(path) => ca_file_certs(path)?,
+            None => Vec::new(),
+        };
+        builder = builder.tls_config(tls_config(extra));
         let insecure = ["127.0.0.0/8", "::1/128"]
             .iter()
             .map(|s| s.to_string())
@@ -1310,16 +1312,197 @@ fn next_link(header: &str, base: &str) -> Option<String> {
     None
 }
 
-/// Roots for `registry.caFile`: the compiled-in Mozilla roots plus the file's certificates (a
-/// specific root list replaces ureq's defaults, so the public roots must be added back).
-fn tls_with_ca_file(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, RegistryError> {
+/// TLS for every HTTPS agent (registries, webhooks): rustls with ring, verifying against the
+/// compiled-in Mozilla roots plus `extra` (the `registry.caFile` certificates). ureq's own default
+/// roots are not compiled in, so an agent without this config cannot make TLS connections.
+pub fn tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
+    // The root list (~70 KB once encoded) is built once and shared by the agents that add nothing.
+    static PUBLIC: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
+    if extra.is_empty() {
+        return PUBLIC.get_or_init(|| build_tls_config(Vec::new())).clone();
+    }
+    build_tls_config(extra)
+}
+
+fn build_tls_config(extra: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConfig {
+    let roots: Vec<ureq::tls::Certificate<'static>> = webpki_roots::TLS_SERVER_ROOTS
+        .iter()
+        .map(|anchor| ureq::tls::Certificate::from_der(&anchor_certificate(anchor)).to_owned())
+        .chain(extra)
+        .collect();
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: AES_GCM_SUITES.to_vec(),
+            kx_groups: rustls::crypto::ring::DEFAULT_KX_GROUPS.to_vec(),
+            signature_verification_algorithms: SIGNATURE_ALGORITHMS,
+            secure_random: &SystemRandom,
+            key_provider: &NoClientKeys,
+        }))
+        .build()
+}
+
+/// rustls's own table for ring (`rustls::crypto::ring::default_provider`), which is not public:
+/// building the provider by hand is what keeps ring's default suite list (and ChaCha20) out.
+static SIGNATURE_ALGORITHMS: rustls::crypto::WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as S;
+    use webpki::ring as alg;
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::ED25519,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        // For TLS 1.2 the curve is not fixed by the scheme; for TLS 1.3 it is.
+        mapping: &[
+            (
+                S::ECDSA_NISTP384_SHA384,
+                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+            ),
+            (
+                S::ECDSA_NISTP256_SHA256,
+                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+            ),
+            (S::ED25519, &[alg::ED25519]),
+            (
+                S::RSA_PSS_SHA512,
+                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA384,
+                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA256,
+                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+            ),
+            (S::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+            (S::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+            (S::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
+
+#[derive(Debug)]
+struct SystemRandom;
+
+impl rustls::crypto::SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom as _;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+/// A minimal X.509 v3 certificate carrying a trust anchor. ureq takes roots only as certificates,
+/// and the Mozilla roots are compiled in as trust anchors (subject, key, name constraints: less than
+/// half the size of the full certificates). From a root, webpki reads back exactly those three
+/// fields and ignores the rest (signature, validity), so the anchor it gets is the original one.
+fn anchor_certificate(anchor: &rustls::pki_types::TrustAnchor<'_>) -> Vec<u8> {
+    const SEQUENCE: u8 = 0x30;
+    // ecdsa-with-SHA256; any algorithm will do as long as the inner and outer ones match.
+    const ALGORITHM: &[u8] = &[
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+    ];
+    const VERSION_3: &[u8] = &[0xa0, 0x03, 0x02, 0x01, 0x02];
+    const SERIAL: &[u8] = &[0x02, 0x01, 0x01];
+    const EMPTY_VALIDITY: &[u8] = &[0x30, 0x00];
+    const NAME_CONSTRAINTS_OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x1e];
+    const EMPTY_SIGNATURE: &[u8] = &[0x03, 0x01, 0x00];
+    let name = der(SEQUENCE, &[&anchor.subject]);
+    let key = der(SEQUENCE, &[&anchor.subject_public_key_info]);
+    let extensions = match &anchor.name_constraints {
+        Some(constraints) => {
+            let value = der(0x04, &[&der(SEQUENCE, &[constraints])]);
+            let extension = der(SEQUENCE, &[NAME_CONSTRAINTS_OID, &value]);
+            der(0xa3, &[&der(SEQUENCE, &[&extension])])
+        }
+        None => Vec::new(),
+    };
+    let tbs = der(
+        SEQUENCE,
+        &[
+            VERSION_3,
+            SERIAL,
+            ALGORITHM,
+            &name,
+            EMPTY_VALIDITY,
+            &name,
+            &key,
+            &extensions,
+        ],
+    );
+    der(SEQUENCE, &[&tbs, ALGORITHM, EMPTY_SIGNATURE])
+}
+
+/// One DER element: `tag`, the definite length of the concatenated `parts`, then the parts.
+fn der(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + 10);
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// ring's default suites minus ChaCha20-Poly1305: every TLS 1.3 server must offer AES-128-GCM
+/// (RFC 8446 §9.1) and TLS 1.2 registries offer ECDHE with AES-GCM, so the ChaCha20 code is left out.
+const AES_GCM_SUITES: [rustls::SupportedCipherSuite; 6] = {
+    use rustls::crypto::ring::cipher_suite as cs;
+    [
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ]
+};
+
+/// No agent presents a client certificate, so the provider loads no private keys: ring's key
+/// parsing and signing code stays out of the binary.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "client certificates are not supported".into(),
+        ))
+    }
+}
+
+/// The certificates of `registry.caFile` (PEM); a file without any is an error.
+fn ca_file_certs(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, RegistryError> {
     let err = |d: String| RegistryError::new("configure", "registry.caFile", ErrorKind::Setup(d));
     let pem = std::fs::read(path).map_err(|e| err(format!("read {}: {e}", path.display())))?;
-    let mut certs: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
-        .collect();
-    let public = certs.len();
+    let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
@@ -1327,12 +1510,10 @@ fn tls_with_ca_file(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, Regi
             Err(e) => return Err(err(format!("{}: {e}", path.display()))),
         }
     }
-    if certs.len() == public {
+    if certs.is_empty() {
         return Err(err(format!("{} holds no PEM certificate", path.display())));
     }
-    Ok(ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build())
+    Ok(certs)
 }
 
 #[cfg(test)]

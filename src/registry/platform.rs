@@ -3,7 +3,6 @@
 //! picks the index entry for a container's platform, skipping attestation entries. Pure: no I/O.
 
 use crate::model::Platform;
-use sha2::{Digest as _, Sha256};
 use std::fmt;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -174,10 +173,10 @@ pub fn select<'a>(entries: &'a [IndexEntry], platform: &Platform) -> Option<&'a 
 
 /// `sha256:<hex>` of a body (for registries that send no `Docker-Content-Digest`).
 pub fn sha256_digest(body: &[u8]) -> String {
-    let hash = Sha256::digest(body);
+    let hash = ring::digest::digest(&ring::digest::SHA256, body);
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
-    for b in hash {
+    for b in hash.as_ref() {
         s.push_str(&format!("{b:02x}"));
     }
     s

@@ -1035,8 +1035,8 @@ fn ca_file_is_read_or_refused_clearly() {
         "{e}"
     );
 
-    // A real PEM certificate (one of the public roots, re-encoded) is accepted.
-    let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+    // A PEM certificate (one of the public roots, as a certificate) is accepted.
+    let der = anchor_certificate(&webpki_roots::TLS_SERVER_ROOTS[0]);
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64
         .as_bytes()
@@ -1053,4 +1053,41 @@ fn ca_file_is_read_or_refused_clearly() {
     let result = RegistryClient::new(&cfg, vec![], 1);
     let _ = std::fs::remove_dir_all(&dir);
     result.unwrap();
+}
+
+#[test]
+fn every_public_root_reads_back_as_the_same_trust_anchor() {
+    let mut constrained = 0;
+    for anchor in webpki_roots::TLS_SERVER_ROOTS {
+        let cert = rustls::pki_types::CertificateDer::from(anchor_certificate(anchor));
+        let back = webpki::anchor_from_trusted_cert(&cert).expect("a parsable root");
+        assert_eq!(&back, anchor);
+        constrained += usize::from(anchor.name_constraints.is_some());
+    }
+    // The set has name-constrained roots, so that branch of the encoding is covered too.
+    assert!(constrained > 0);
+    // Long-form lengths: one, two and three length bytes.
+    assert_eq!(der(0x04, &[&[7; 0x7f]])[..2], [0x04, 0x7f]);
+    assert_eq!(der(0x04, &[&[7; 0x80]])[..3], [0x04, 0x81, 0x80]);
+    assert_eq!(der(0x04, &[&[7; 0x1234]])[..4], [0x04, 0x82, 0x12, 0x34]);
+    assert_eq!(
+        der(0x04, &[&[7; 0x12345]])[..5],
+        [0x04, 0x83, 0x01, 0x23, 0x45]
+    );
+}
+
+#[test]
+fn tls_config_holds_the_public_roots_and_the_extra_ones() {
+    let extra =
+        ureq::tls::Certificate::from_der(&anchor_certificate(&webpki_roots::TLS_SERVER_ROOTS[0]))
+            .to_owned();
+    for (extra, want) in [(vec![], 0), (vec![extra], 1)] {
+        let cfg = tls_config(extra);
+        match cfg.root_certs() {
+            ureq::tls::RootCerts::Specific(certs) => {
+                assert_eq!(certs.len(), webpki_roots::TLS_SERVER_ROOTS.len() + want)
+            }
+            _ => panic!("expected a specific root list"),
+        }
+    }
 }
