@@ -114,10 +114,6 @@ def remove_images(run_id):
     return len(removed)
 
 
-def remove_image(ref):
-    api("DELETE", f"/images/{urllib.parse.quote(ref, safe='')}?force=1")
-
-
 def stale_runs():
     """Run ids (label values) of benchmark objects whose owning process is gone."""
     runs = set()
