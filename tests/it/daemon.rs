@@ -153,11 +153,17 @@ impl Serve {
         }
     }
 
-    /// The job record `GET /api/jobs/:id`.
+    /// The job record `GET /api/jobs/:id`. The API answers before the daemon has published its
+    /// first snapshot (it binds first), so a scheduled job may take a moment to be listed.
     pub fn job(&self, id: &str) -> Value {
-        let (status, v) = self.get(&format!("/api/jobs/{id}"));
-        assert_eq!(status, 200, "GET /api/jobs/{id}: {v}");
-        v["data"].clone()
+        fixtures::wait_for(
+            &format!("GET /api/jobs/{id} to answer 200"),
+            Duration::from_secs(10),
+            || match self.get(&format!("/api/jobs/{id}")) {
+                (200, v) => Some(v["data"].clone()),
+                _ => None,
+            },
+        )
     }
 
     /// Polls until the container view under `key` satisfies `pred`; returns that view.

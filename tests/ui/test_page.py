@@ -306,7 +306,9 @@ def test_update_from_the_page_recreates_the_container(watched):
                  timeout=300)
         new_id = docker("inspect", "-f", "{{.Id}}", name)
         assert new_id != old_id
-        assert re.search(rf"{re.escape(name)} updated", page.text_content("#log"))
+        # The row can turn UpToDate (periodic refresh) before the page's job poll reports the end.
+        wait_for("the update outcome in the log",
+                 lambda: re.search(rf"{re.escape(name)} updated", page.text_content("#log")), timeout=60)
     finally:
         if d:
             d.stop()
