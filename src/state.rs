@@ -4,7 +4,7 @@
 use crate::model::{ContainerInfo, ImageInfo, Status, UpdatePolicy};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// One container as the API returns it (SPEC.md §4: the seed's fields exactly, plus additions).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,7 +92,7 @@ pub struct EngineSummary {
     pub arch: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub containers: Vec<ContainerView>,
@@ -104,6 +104,39 @@ pub struct Snapshot {
     pub discovery_error: Option<String>,
     /// The scheduled jobs and recent runs (`GET /api/jobs`).
     pub jobs: Vec<crate::jobs::JobRecord>,
+    /// `GET /api/containers` encoded once, at its first request (the list is read far more
+    /// often than it changes).
+    #[serde(skip)]
+    pub containers_body: EncodedList,
+}
+
+/// The encoded container list of one snapshot; starts empty (`Default`), filled on first use.
+#[derive(Debug, Default)]
+pub struct EncodedList(OnceLock<Arc<[u8]>>);
+
+impl Clone for Snapshot {
+    /// A copy is made to be changed: it starts without the encoded list.
+    fn clone(&self) -> Self {
+        Snapshot {
+            containers: self.containers.clone(),
+            images: self.images.clone(),
+            engine: self.engine.clone(),
+            discovered_at: self.discovered_at.clone(),
+            discovery_error: self.discovery_error.clone(),
+            jobs: self.jobs.clone(),
+            containers_body: EncodedList::default(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The `BaseRes` of `GET /api/containers` (all containers), encoded once per snapshot.
+    pub fn containers_body(&self) -> Arc<[u8]> {
+        Arc::clone(self.containers_body.0.get_or_init(|| {
+            let body = serde_json::json!({ "code": 0, "msg": "ok", "data": &self.containers });
+            serde_json::to_vec(&body).unwrap_or_default().into()
+        }))
+    }
 }
 
 /// Shared between the daemon (the one writer) and the API threads (readers).

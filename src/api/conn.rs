@@ -459,8 +459,19 @@ impl Conn {
     }
 
     fn write_reply(&mut self, reply: ApiReply, close: bool, head_only: bool) -> io::Result<()> {
-        let bytes = encode(reply, close, head_only);
-        write_by(&self.stream, &bytes, Instant::now() + self.limit)
+        let deadline = Instant::now() + self.limit;
+        let (head, body) = encode_parts(&reply, close);
+        if head_only || body.is_empty() {
+            return write_by(&self.stream, &head, deadline);
+        }
+        if body.len() <= 16 * 1024 {
+            // Small answers go out in one write (one segment).
+            let mut all = head;
+            all.extend_from_slice(&body);
+            return write_by(&self.stream, &all, deadline);
+        }
+        write_by(&self.stream, &head, deadline)?;
+        write_by(&self.stream, &body, deadline)
     }
 
     /// Closes politely after an answer sent before the request was read to its end: stop sending,
@@ -722,24 +733,36 @@ const OWN_HEADERS: [&str; 5] = [
 /// The bytes of a response: always a `Content-Length`, `Connection: close` when closing; for a
 /// `HEAD` request the headers alone. Pure.
 pub(super) fn encode(reply: ApiReply, close: bool, head_only: bool) -> Vec<u8> {
+    let (mut out, body) = encode_parts(&reply, close);
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// The head of a response, and its body (borrowed when it is already encoded, so a large shared
+/// body is written as it is, not copied behind the head).
+pub(super) fn encode_parts(reply: &ApiReply, close: bool) -> (Vec<u8>, std::borrow::Cow<'_, [u8]>) {
+    use std::borrow::Cow;
     // 1xx would be an interim answer and the client would wait for another.
     let status = if (200..=999).contains(&reply.status) {
         reply.status
     } else {
         500
     };
-    let (content_type, body) = match reply.body {
+    let (content_type, body): (&str, Cow<'_, [u8]>) = match &reply.body {
         // Serialising a Value cannot fail.
         ReplyBody::Json(v) => (
-            "application/json".to_string(),
-            serde_json::to_vec(&v).unwrap_or_default(),
+            "application/json",
+            Cow::Owned(serde_json::to_vec(v).unwrap_or_default()),
         ),
         ReplyBody::Raw {
             content_type,
             bytes,
-        } => (content_type, bytes),
+        } => (content_type, Cow::Borrowed(bytes)),
+        ReplyBody::Encoded { json, .. } => ("application/json", Cow::Borrowed(json)),
     };
-    let mut out = Vec::with_capacity(256 + body.len());
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     let mut header = |name: &str, value: &str| {
         if valid_name(name) && valid_value(value) {
@@ -748,7 +771,7 @@ pub(super) fn encode(reply: ApiReply, close: bool, head_only: bool) -> Vec<u8> {
             log::warn!(component = "api"; "dropping an invalid response header {name:?}");
         }
     };
-    header("Content-Type", &content_type);
+    header("Content-Type", content_type);
     header("Cache-Control", "no-store");
     header("X-Content-Type-Options", "nosniff");
     for (name, value) in &reply.headers {
@@ -764,10 +787,7 @@ pub(super) fn encode(reply: ApiReply, close: bool, head_only: bool) -> Vec<u8> {
         header("Connection", "close");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only {
-        out.extend_from_slice(&body);
-    }
-    out
+    (out, body)
 }
 
 fn valid_name(name: &str) -> bool {

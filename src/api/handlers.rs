@@ -18,7 +18,7 @@ const STATUSES: [Status; 5] = [
 /// `GET /api/containers[?status=UpdateAvailable[,Error]]`.
 pub fn list_containers(snap: &Snapshot, query: &Query) -> ApiReply {
     let Some(filter) = query.status.as_deref() else {
-        return ApiReply::ok(&snap.containers);
+        return ApiReply::encoded_ok(snap.containers_body());
     };
     let mut wanted = Vec::new();
     for name in filter.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -237,8 +237,10 @@ mod tests {
     }
 
     fn data_names(r: &ApiReply) -> Vec<String> {
-        let ReplyBody::Json(v) = &r.body else {
-            panic!("not json")
+        let v: serde_json::Value = match &r.body {
+            ReplyBody::Json(v) => v.clone(),
+            ReplyBody::Encoded { json, .. } => serde_json::from_slice(json).unwrap(),
+            ReplyBody::Raw { .. } => panic!("not json"),
         };
         v["data"]
             .as_array()

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The `code` of a `BaseRes` error (SPEC.md §8), with its default HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +71,12 @@ pub enum ReplyBody {
         content_type: String,
         bytes: Vec<u8>,
     },
+    /// A `BaseRes` already encoded, shared by every request that reads the same snapshot (the
+    /// container list: encoding it once per snapshot rather than once per request).
+    Encoded {
+        code: u64,
+        json: Arc<[u8]>,
+    },
 }
 
 /// A handler's answer. `Content-Type` and `Cache-Control: no-store` are added by the server;
@@ -85,6 +92,15 @@ impl ApiReply {
     /// 200 `{code: 0, msg: "ok", data}`.
     pub fn ok(data: impl Serialize) -> ApiReply {
         Self::success(200, "ok", data)
+    }
+
+    /// 200 with a `BaseRes` body encoded earlier (see [`ReplyBody::Encoded`]).
+    pub fn encoded_ok(json: Arc<[u8]>) -> ApiReply {
+        ApiReply {
+            status: 200,
+            body: ReplyBody::Encoded { code: 0, json },
+            headers: Vec::new(),
+        }
     }
 
     /// 202 `{code: 0, msg: "accepted", data}`: a job was started (data names it).
@@ -138,6 +154,7 @@ impl ApiReply {
         match &self.body {
             ReplyBody::Json(v) => v.get("code").and_then(Value::as_u64),
             ReplyBody::Raw { .. } => None,
+            ReplyBody::Encoded { code, .. } => Some(*code),
         }
     }
 

@@ -151,6 +151,8 @@ struct Daemon {
     scan_clock: JobClock,
     update_clock: Option<JobClock>,
     discovery: Option<Discovery>,
+    /// RFC 3339 time of the last successful discovery.
+    discovered_at: Option<String>,
     engine: Option<EngineSummary>,
     discovery_error: Option<String>,
     checks: HashMap<String, CheckResult>,
@@ -280,6 +282,7 @@ pub fn run(loaded: Loaded) -> Result<(), DaemonError> {
         scan_clock: JobClock::new(scan_schedule, now),
         update_clock: update_schedule.map(|s| JobClock::new(s, now)),
         discovery: None,
+        discovered_at: None,
         engine: None,
         discovery_error: None,
         checks: HashMap::new(),
@@ -565,6 +568,7 @@ impl Daemon {
         }
         if let Some(found) = done.discovery.clone() {
             self.discovery = Some(found);
+            self.discovered_at = Some(now.clone());
             self.discovery_error = None;
         }
         for c in &done.checks {
@@ -709,6 +713,7 @@ impl Daemon {
         match result {
             Ok((d, engine)) => {
                 self.discovery = Some(d);
+                self.discovered_at = Some(now_rfc3339());
                 if engine.is_some() {
                     self.engine = engine;
                 }
@@ -895,7 +900,6 @@ impl Daemon {
                 .iter()
                 .map(|v| (v.name.as_str(), v.image.as_str(), v.status)),
         );
-        let now = jiff::Timestamp::now();
         self.book.scan.next_run = self.scan_clock.next_fire().map(|t| t.to_string());
         self.book.scan.skipped_ticks = self.scan_clock.skipped();
         if let Some(u) = self.book.update.as_mut() {
@@ -904,7 +908,6 @@ impl Daemon {
                 None => self.scan_clock.next_fire().map(|t| t.to_string()),
             };
         }
-        let _ = now;
         self.state.replace(Snapshot {
             containers,
             images: self
@@ -913,9 +916,10 @@ impl Daemon {
                 .map(|d| d.images.clone())
                 .unwrap_or_default(),
             engine: self.engine.clone(),
-            discovered_at: Some(now_rfc3339()).filter(|_| self.discovery.is_some()),
+            discovered_at: self.discovered_at.clone(),
             discovery_error: self.discovery_error.clone(),
             jobs: self.book.all(),
+            ..Snapshot::default()
         });
         // Forget dedup entries of containers that are gone, so the map stays small.
         if let Some(d) = &self.discovery {
