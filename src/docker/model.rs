@@ -1,8 +1,10 @@
 //! The Engine API's JSON, reduced to the fields watch-docker reads.
 //!
 //! Unknown fields are ignored and missing ones take their default, so one model reads every
-//! engine version we negotiate. The engine sends `null` for empty lists and maps (`RepoTags`,
-//! `Env`, `Labels`...): those read as empty through [`null_as_default`]. Recreating a container
+//! engine version we negotiate. The engine sends `null` for empty lists, maps and absent objects
+//! (`RepoTags`, `Env`, `Labels`, `HostConfig`...): those read as empty through [`null_as_default`].
+//! Plain strings, numbers and booleans are never `null` in the engine's JSON (Go encodes them as
+//! values), so they only take their default when absent: one deserializer less per scalar type. Recreating a container
 //! needs every field, which is why the client also hands out inspect data as raw JSON; this
 //! module must not grow into a copy of the whole API.
 
@@ -25,19 +27,19 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Version {
-    #[serde(rename = "Version", deserialize_with = "null_as_default")]
+    #[serde(rename = "Version")]
     pub version: String,
     /// The highest API version the engine speaks.
-    #[serde(rename = "ApiVersion", deserialize_with = "null_as_default")]
+    #[serde(rename = "ApiVersion")]
     pub api_version: String,
     /// The lowest API version the engine accepts.
-    #[serde(rename = "MinAPIVersion", deserialize_with = "null_as_default")]
+    #[serde(rename = "MinAPIVersion")]
     pub min_api_version: String,
-    #[serde(rename = "Os", deserialize_with = "null_as_default")]
+    #[serde(rename = "Os")]
     pub os: String,
-    #[serde(rename = "Arch", deserialize_with = "null_as_default")]
+    #[serde(rename = "Arch")]
     pub arch: String,
-    #[serde(rename = "KernelVersion", deserialize_with = "null_as_default")]
+    #[serde(rename = "KernelVersion")]
     pub kernel_version: String,
 }
 
@@ -45,29 +47,29 @@ pub struct Version {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Info {
-    #[serde(rename = "ID", deserialize_with = "null_as_default")]
+    #[serde(rename = "ID")]
     pub id: String,
-    #[serde(rename = "Name", deserialize_with = "null_as_default")]
+    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "ServerVersion", deserialize_with = "null_as_default")]
+    #[serde(rename = "ServerVersion")]
     pub server_version: String,
     /// Storage driver: `overlay2` (classic store) or the snapshotter, e.g. `overlayfs`
     /// (containerd store).
-    #[serde(rename = "Driver", deserialize_with = "null_as_default")]
+    #[serde(rename = "Driver")]
     pub driver: String,
     /// Pairs such as `["driver-type", "io.containerd.snapshotter.v1"]`.
     #[serde(rename = "DriverStatus", deserialize_with = "null_as_default")]
     pub driver_status: Vec<Vec<String>>,
     #[serde(rename = "RegistryConfig", deserialize_with = "null_as_default")]
     pub registry_config: RegistryConfig,
-    #[serde(rename = "Containers", deserialize_with = "null_as_default")]
+    #[serde(rename = "Containers")]
     pub containers: i64,
-    #[serde(rename = "Images", deserialize_with = "null_as_default")]
+    #[serde(rename = "Images")]
     pub images: i64,
-    #[serde(rename = "OSType", deserialize_with = "null_as_default")]
+    #[serde(rename = "OSType")]
     pub os_type: String,
     /// As the kernel says it (`x86_64`, `aarch64`), not normalised.
-    #[serde(rename = "Architecture", deserialize_with = "null_as_default")]
+    #[serde(rename = "Architecture")]
     pub architecture: String,
 }
 
@@ -112,9 +114,9 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct IndexInfo {
-    #[serde(rename = "Name", deserialize_with = "null_as_default")]
+    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Secure", deserialize_with = "null_as_default")]
+    #[serde(rename = "Secure")]
     pub secure: bool,
 }
 
@@ -122,26 +124,26 @@ pub struct IndexInfo {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ContainerSummary {
-    #[serde(rename = "Id", deserialize_with = "null_as_default")]
+    #[serde(rename = "Id")]
     pub id: String,
     /// With the leading slash: `/web`.
     #[serde(rename = "Names", deserialize_with = "null_as_default")]
     pub names: Vec<String>,
     /// The reference the container was created with (or an id when that tag moved away).
-    #[serde(rename = "Image", deserialize_with = "null_as_default")]
+    #[serde(rename = "Image")]
     pub image: String,
-    #[serde(rename = "ImageID", deserialize_with = "null_as_default")]
+    #[serde(rename = "ImageID")]
     pub image_id: String,
     #[serde(rename = "Labels", deserialize_with = "null_as_default")]
     pub labels: Labels,
     /// `created|running|paused|restarting|removing|exited|dead`.
-    #[serde(rename = "State", deserialize_with = "null_as_default")]
+    #[serde(rename = "State")]
     pub state: String,
     /// Human text, e.g. `Up 2 hours (healthy)`.
-    #[serde(rename = "Status", deserialize_with = "null_as_default")]
+    #[serde(rename = "Status")]
     pub status: String,
     /// Unix seconds.
-    #[serde(rename = "Created", deserialize_with = "null_as_default")]
+    #[serde(rename = "Created")]
     pub created: i64,
 }
 
@@ -159,20 +161,20 @@ impl ContainerSummary {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ContainerInspect {
-    #[serde(rename = "Id", deserialize_with = "null_as_default")]
+    #[serde(rename = "Id")]
     pub id: String,
     /// With the leading slash: `/web`.
-    #[serde(rename = "Name", deserialize_with = "null_as_default")]
+    #[serde(rename = "Name")]
     pub name: String,
     /// RFC 3339.
-    #[serde(rename = "Created", deserialize_with = "null_as_default")]
+    #[serde(rename = "Created")]
     pub created: String,
     /// The image id (`sha256:...`) the container runs.
-    #[serde(rename = "Image", deserialize_with = "null_as_default")]
+    #[serde(rename = "Image")]
     pub image: String,
     #[serde(rename = "State", deserialize_with = "null_as_default")]
     pub state: ContainerState,
-    #[serde(rename = "RestartCount", deserialize_with = "null_as_default")]
+    #[serde(rename = "RestartCount")]
     pub restart_count: i64,
     #[serde(rename = "Config", deserialize_with = "null_as_default")]
     pub config: ContainerConfig,
@@ -194,20 +196,20 @@ impl ContainerInspect {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ContainerState {
-    #[serde(rename = "Status", deserialize_with = "null_as_default")]
+    #[serde(rename = "Status")]
     pub status: String,
-    #[serde(rename = "Running", deserialize_with = "null_as_default")]
+    #[serde(rename = "Running")]
     pub running: bool,
-    #[serde(rename = "Restarting", deserialize_with = "null_as_default")]
+    #[serde(rename = "Restarting")]
     pub restarting: bool,
-    #[serde(rename = "ExitCode", deserialize_with = "null_as_default")]
+    #[serde(rename = "ExitCode")]
     pub exit_code: i64,
     /// Why the last start failed, if it did.
-    #[serde(rename = "Error", deserialize_with = "null_as_default")]
+    #[serde(rename = "Error")]
     pub error: String,
-    #[serde(rename = "StartedAt", deserialize_with = "null_as_default")]
+    #[serde(rename = "StartedAt")]
     pub started_at: String,
-    #[serde(rename = "FinishedAt", deserialize_with = "null_as_default")]
+    #[serde(rename = "FinishedAt")]
     pub finished_at: String,
     /// None: the container has no healthcheck.
     #[serde(rename = "Health")]
@@ -218,9 +220,9 @@ pub struct ContainerState {
 #[serde(default)]
 pub struct Health {
     /// `starting|healthy|unhealthy`.
-    #[serde(rename = "Status", deserialize_with = "null_as_default")]
+    #[serde(rename = "Status")]
     pub status: String,
-    #[serde(rename = "FailingStreak", deserialize_with = "null_as_default")]
+    #[serde(rename = "FailingStreak")]
     pub failing_streak: i64,
 }
 
@@ -228,20 +230,20 @@ pub struct Health {
 #[serde(default)]
 pub struct ContainerConfig {
     /// The reference as the user wrote it (`nginx`, `ghcr.io/a/b:1.2`).
-    #[serde(rename = "Image", deserialize_with = "null_as_default")]
+    #[serde(rename = "Image")]
     pub image: String,
     #[serde(rename = "Labels", deserialize_with = "null_as_default")]
     pub labels: Labels,
     #[serde(rename = "Env", deserialize_with = "null_as_default")]
     pub env: Vec<String>,
-    #[serde(rename = "Hostname", deserialize_with = "null_as_default")]
+    #[serde(rename = "Hostname")]
     pub hostname: String,
     #[serde(rename = "Healthcheck")]
     pub healthcheck: Option<Healthcheck>,
     /// Seconds; None means the engine default (10 s) applies.
     #[serde(rename = "StopTimeout")]
     pub stop_timeout: Option<i64>,
-    #[serde(rename = "StopSignal", deserialize_with = "null_as_default")]
+    #[serde(rename = "StopSignal")]
     pub stop_signal: String,
 }
 
@@ -252,13 +254,13 @@ pub struct Healthcheck {
     /// `[]` inherit, `["NONE"]` disabled, `["CMD", ...]`, `["CMD-SHELL", cmd]`.
     #[serde(rename = "Test", deserialize_with = "null_as_default")]
     pub test: Vec<String>,
-    #[serde(rename = "Interval", deserialize_with = "null_as_default")]
+    #[serde(rename = "Interval")]
     pub interval: i64,
-    #[serde(rename = "Timeout", deserialize_with = "null_as_default")]
+    #[serde(rename = "Timeout")]
     pub timeout: i64,
-    #[serde(rename = "StartPeriod", deserialize_with = "null_as_default")]
+    #[serde(rename = "StartPeriod")]
     pub start_period: i64,
-    #[serde(rename = "Retries", deserialize_with = "null_as_default")]
+    #[serde(rename = "Retries")]
     pub retries: i64,
 }
 
@@ -268,10 +270,10 @@ pub struct HostConfig {
     #[serde(rename = "RestartPolicy", deserialize_with = "null_as_default")]
     pub restart_policy: RestartPolicy,
     /// `default`, `bridge`, `host`, `none`, a network name, or `container:<id>`.
-    #[serde(rename = "NetworkMode", deserialize_with = "null_as_default")]
+    #[serde(rename = "NetworkMode")]
     pub network_mode: String,
     /// `--rm`: the container disappears when it stops.
-    #[serde(rename = "AutoRemove", deserialize_with = "null_as_default")]
+    #[serde(rename = "AutoRemove")]
     pub auto_remove: bool,
 }
 
@@ -279,9 +281,9 @@ pub struct HostConfig {
 #[serde(default)]
 pub struct RestartPolicy {
     /// `""`/`no`, `always`, `unless-stopped`, `on-failure`.
-    #[serde(rename = "Name", deserialize_with = "null_as_default")]
+    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "MaximumRetryCount", deserialize_with = "null_as_default")]
+    #[serde(rename = "MaximumRetryCount")]
     pub maximum_retry_count: i64,
 }
 
@@ -296,9 +298,9 @@ pub struct NetworkSettings {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct EndpointSettings {
-    #[serde(rename = "NetworkID", deserialize_with = "null_as_default")]
+    #[serde(rename = "NetworkID")]
     pub network_id: String,
-    #[serde(rename = "IPAddress", deserialize_with = "null_as_default")]
+    #[serde(rename = "IPAddress")]
     pub ip_address: String,
     #[serde(rename = "Aliases", deserialize_with = "null_as_default")]
     pub aliases: Vec<String>,
@@ -308,18 +310,18 @@ pub struct EndpointSettings {
 #[serde(default)]
 pub struct Mount {
     /// `bind`, `volume`, `tmpfs`, `npipe`, `cluster`.
-    #[serde(rename = "Type", deserialize_with = "null_as_default")]
+    #[serde(rename = "Type")]
     pub kind: String,
     /// Volume name (volumes only).
-    #[serde(rename = "Name", deserialize_with = "null_as_default")]
+    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Source", deserialize_with = "null_as_default")]
+    #[serde(rename = "Source")]
     pub source: String,
-    #[serde(rename = "Destination", deserialize_with = "null_as_default")]
+    #[serde(rename = "Destination")]
     pub destination: String,
-    #[serde(rename = "Driver", deserialize_with = "null_as_default")]
+    #[serde(rename = "Driver")]
     pub driver: String,
-    #[serde(rename = "RW", deserialize_with = "null_as_default")]
+    #[serde(rename = "RW")]
     pub rw: bool,
 }
 
@@ -327,16 +329,16 @@ pub struct Mount {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ImageSummary {
-    #[serde(rename = "Id", deserialize_with = "null_as_default")]
+    #[serde(rename = "Id")]
     pub id: String,
     #[serde(rename = "RepoTags", deserialize_with = "null_as_default")]
     pub repo_tags: Vec<String>,
     #[serde(rename = "RepoDigests", deserialize_with = "null_as_default")]
     pub repo_digests: Vec<String>,
-    #[serde(rename = "Size", deserialize_with = "null_as_default")]
+    #[serde(rename = "Size")]
     pub size: i64,
     /// Unix seconds.
-    #[serde(rename = "Created", deserialize_with = "null_as_default")]
+    #[serde(rename = "Created")]
     pub created: i64,
     #[serde(rename = "Labels", deserialize_with = "null_as_default")]
     pub labels: Labels,
@@ -346,22 +348,22 @@ pub struct ImageSummary {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ImageInspect {
-    #[serde(rename = "Id", deserialize_with = "null_as_default")]
+    #[serde(rename = "Id")]
     pub id: String,
     #[serde(rename = "RepoTags", deserialize_with = "null_as_default")]
     pub repo_tags: Vec<String>,
     #[serde(rename = "RepoDigests", deserialize_with = "null_as_default")]
     pub repo_digests: Vec<String>,
-    #[serde(rename = "Os", deserialize_with = "null_as_default")]
+    #[serde(rename = "Os")]
     pub os: String,
-    #[serde(rename = "Architecture", deserialize_with = "null_as_default")]
+    #[serde(rename = "Architecture")]
     pub architecture: String,
-    #[serde(rename = "Variant", deserialize_with = "null_as_default")]
+    #[serde(rename = "Variant")]
     pub variant: String,
-    #[serde(rename = "Size", deserialize_with = "null_as_default")]
+    #[serde(rename = "Size")]
     pub size: i64,
     /// RFC 3339.
-    #[serde(rename = "Created", deserialize_with = "null_as_default")]
+    #[serde(rename = "Created")]
     pub created: String,
     #[serde(rename = "Config", deserialize_with = "null_as_default")]
     pub config: ImageConfig,
@@ -380,9 +382,9 @@ pub struct ImageConfig {
     pub cmd: Option<Vec<String>>,
     #[serde(rename = "Entrypoint")]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", deserialize_with = "null_as_default")]
+    #[serde(rename = "WorkingDir")]
     pub working_dir: String,
-    #[serde(rename = "User", deserialize_with = "null_as_default")]
+    #[serde(rename = "User")]
     pub user: String,
     /// Keys are paths; values are always `{}`.
     #[serde(rename = "Volumes", deserialize_with = "null_as_default")]
@@ -436,7 +438,7 @@ mod tests {
     #[test]
     fn nulls_and_absences_read_as_empty() {
         let c: ContainerInspect = parse(
-            r#"{"Id":"x","Name":null,"State":{"Status":"exited","Health":null},
+            r#"{"Id":"x","State":{"Status":"exited","Health":null},
                 "Config":{"Labels":null,"Env":null,"Healthcheck":null},
                 "HostConfig":null,"NetworkSettings":{"Networks":null},"Mounts":null}"#,
         );
