@@ -93,31 +93,23 @@ impl Platform {
     pub fn normalised(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
         let os = os.to_ascii_lowercase();
         let arch = architecture.to_ascii_lowercase();
-        let mut variant = variant
-            .filter(|v| !v.is_empty())
-            .map(|v| v.to_ascii_lowercase());
-        let architecture = match arch.as_str() {
-            "x86_64" | "x86-64" => "amd64".to_string(),
-            "aarch64" => "arm64".to_string(),
-            "armhf" | "armv7l" => {
-                variant.get_or_insert_with(|| "v7".to_string());
-                "arm".to_string()
-            }
-            "armel" => {
-                variant.get_or_insert_with(|| "v6".to_string());
-                "arm".to_string()
-            }
-            "i386" | "i686" => "386".to_string(),
-            _ => arch,
+        let variant = variant
+            .map(str::to_ascii_lowercase)
+            .filter(|v| !v.is_empty());
+        // As containerd's `platforms.Normalize` for the cases that matter: amd64's v1 and arm64's
+        // v8 are the same as no variant; arm without one is v7 (what the engine assumes).
+        let (architecture, variant) = match arch.as_str() {
+            "x86_64" | "x86-64" | "amd64" => ("amd64".to_string(), variant.filter(|v| v != "v1")),
+            "i386" | "i686" | "386" => ("386".to_string(), variant),
+            "aarch64" | "arm64" => ("arm64".to_string(), variant.filter(|v| v != "v8")),
+            "armhf" | "armv7l" => ("arm".to_string(), Some("v7".to_string())),
+            "armel" => ("arm".to_string(), Some("v6".to_string())),
+            "arm" => (
+                "arm".to_string(),
+                variant.or_else(|| Some("v7".to_string())),
+            ),
+            _ => (arch, variant),
         };
-        // arm64's only variant is v8: an absent variant means the same thing.
-        if architecture == "arm64" && variant.as_deref() == Some("v8") {
-            variant = None;
-        }
-        // arm without a variant is v7 in practice (what the engine assumes when pulling).
-        if architecture == "arm" && variant.is_none() {
-            variant = Some("v7".to_string());
-        }
         Platform {
             os,
             architecture,

@@ -122,32 +122,9 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
     }
 }
 
-/// Normalises a platform the way containerd's `platforms.Normalize` does for the cases that matter.
+/// Normalises a platform (see [`Platform::normalised`]) so an image's and an index entry's agree.
 pub fn normalise(p: &Platform) -> Platform {
-    let os = p.os.to_ascii_lowercase();
-    let arch = p.architecture.to_ascii_lowercase();
-    let variant = p
-        .variant
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .filter(|v| !v.is_empty());
-    let (architecture, variant) = match arch.as_str() {
-        "x86_64" | "x86-64" | "amd64" => ("amd64".to_string(), variant.filter(|v| v != "v1")),
-        "i386" | "i686" | "386" => ("386".to_string(), variant),
-        "aarch64" | "arm64" => ("arm64".to_string(), variant.filter(|v| v != "v8")),
-        "armhf" => ("arm".to_string(), Some("v7".to_string())),
-        "armel" => ("arm".to_string(), Some("v6".to_string())),
-        "arm" => (
-            "arm".to_string(),
-            variant.or_else(|| Some("v7".to_string())),
-        ),
-        _ => (arch, variant),
-    };
-    Platform {
-        os,
-        architecture,
-        variant,
-    }
+    Platform::normalised(&p.os, &p.architecture, p.variant.as_deref())
 }
 
 /// The index entry for `platform`, never an attestation. An exact variant match wins; an entry
