@@ -32,6 +32,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PREFIX = f"wdtest-ui-{os.getpid()}-{secrets.token_hex(3)}"
+# Every container of this suite carries it, and the suite's daemons check only those: other tests'
+# containers on the shared engine (and their registries) are left alone.
+OWN_LABEL = f"wdtest.ui={PREFIX}"
 XSS = "<img src=x onerror=alert(1)>"
 TOKEN = "adm-" + secrets.token_hex(12)
 
@@ -122,7 +125,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="wdtest-ui-daemon-")
         self.log = open(Path(self.dir) / "daemon.log", "w+b")
-        args = [str(BIN), "serve", "--addr", f"127.0.0.1:{self.port}"]
+        args = [str(BIN), "serve", "--addr", f"127.0.0.1:{self.port}", "--set", f"policy.onlyLabels={OWN_LABEL}"]
         for s in sets:
             args += ["--set", s]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCH_")}
@@ -180,7 +183,7 @@ def containers(image):
     }
     try:
         for name, extra in specs.items():
-            docker("run", "-d", "--name", name, *extra, image)
+            docker("run", "-d", "--name", name, "--label", OWN_LABEL, *extra, image)
         yield list(specs)
     finally:
         remove_containers()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    OWN_LABEL,
     PREFIX,
     SHOTS,
     TOKEN,
@@ -282,7 +283,7 @@ def test_update_from_the_page_recreates_the_container(watched):
         build_image(ref, version="1")
         images.append(docker("inspect", "-f", "{{.Id}}", ref))
         docker("push", ref)
-        docker("run", "-d", "--name", name, ref)
+        docker("run", "-d", "--name", name, "--label", OWN_LABEL, ref)
         old_id = docker("inspect", "-f", "{{.Id}}", name)
         build_image(ref, version="2")
         images.append(docker("inspect", "-f", "{{.Id}}", ref))
