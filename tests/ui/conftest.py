@@ -167,6 +167,14 @@ def image():
     docker("rmi", "-f", tag, check=False)
 
 
+def remove_images_of_this_run():
+    """Every image whose repository names this run (pushed, pulled or left by an update)."""
+    out = docker("images", "--no-trunc", "--format", "{{.Repository}} {{.ID}}", check=False)
+    ids = sorted({line.split()[1] for line in out.splitlines() if PREFIX in line and len(line.split()) == 2})
+    if ids:
+        docker("rmi", "-f", *ids, check=False)
+
+
 def remove_containers():
     ids = docker("ps", "-aq", "--filter", f"name={PREFIX}", check=False).split()
     if ids:
@@ -268,3 +276,11 @@ def watched(browser):
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the whole suite: no container and no image of this run remains on the engine."""
+    yield
+    remove_containers()
+    remove_images_of_this_run()

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import (
     OWN_LABEL,
+    remove_images_of_this_run,
     PREFIX,
     SHOTS,
     TOKEN,
@@ -314,8 +315,10 @@ def test_update_from_the_page_recreates_the_container(watched):
         if d:
             d.stop()
         docker("rm", "-f", name, check=False)
-        # v1 loses its tag to v2 but keeps its repo digest: remove both by id.
+        # v1 loses its tag to v2 but keeps its repo digest: remove both by id, and whatever else
+        # still names this run's repository.
         docker("rmi", "-f", ref, *images, check=False)
+        remove_images_of_this_run()
         reg.stop()
 
 
