@@ -962,14 +962,14 @@ fn discovery_worker(
     requests: Receiver<()>,
     events: Sender<Event>,
 ) {
-    let mut last_fingerprint: Option<String> = None;
+    let mut last_fingerprint: Option<u64> = None;
     let mut summary: Option<EngineSummary> = None;
     for () in requests.iter() {
         let result = (|| {
             let containers = engine.list_containers(include_stopped)?;
             let images = engine.list_images()?;
-            let fingerprint = format!("{containers:?}{images:?}");
-            if last_fingerprint.as_deref() == Some(&fingerprint) {
+            let fingerprint = fingerprint(&containers, &images);
+            if last_fingerprint == Some(fingerprint) {
                 return Ok(None);
             }
             if summary.is_none() {
@@ -992,6 +992,22 @@ fn discovery_worker(
             break;
         }
     }
+}
+
+/// A hash of everything the two list calls said (ids, states, names, tags, digests...), written
+/// straight into the hasher: the poll runs every few seconds and must not build big strings.
+fn fingerprint(containers: &impl fmt::Debug, images: &impl fmt::Debug) -> u64 {
+    use std::hash::Hasher;
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl fmt::Write for HashWriter {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Default::default());
+    let _ = fmt::write(&mut w, format_args!("{containers:?}{images:?}"));
+    w.0.finish()
 }
 
 pub(crate) fn engine_summary(engine: &Engine) -> Result<EngineSummary, EngineError> {
