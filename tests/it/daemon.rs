@@ -190,6 +190,14 @@ impl Serve {
         }
     }
 
+    /// SIGKILL: the process dies where it stands, with no cleanup of any kind.
+    pub fn kill_hard(&mut self) -> ExitStatus {
+        send_signal("-KILL", self.pid());
+        let st = self.child.wait().expect("wait for serve");
+        self.status = Some(st);
+        st
+    }
+
     /// Sends SIGTERM (through `kill`, no libc) and waits for the exit, at most `timeout`.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         send_signal("-TERM", self.pid());
@@ -855,4 +863,103 @@ fn daemon_sigterm_during_an_update_finishes_it_then_exits_0() {
     );
     assert_eq!(image_of(ctr.name()).as_deref(), Some(slow_id.as_str()));
     assert!(running(ctr.name()));
+}
+
+/// SIGKILL in the middle of an update (the old container parked, the new one created and waiting
+/// to be proven), then a new `serve`: its crash recovery leaves exactly one container under the
+/// name, running, with its restart policy, and nothing parked.
+#[test]
+fn daemon_killed_during_an_update_is_mended_by_the_next_start() {
+    if !fixtures::require_registry_tools() {
+        return;
+    }
+    let _one = exclusive();
+    let run = unique("run");
+    let mut app = App::new(&run);
+    let (v1_id, _) = app.push_and_pull(App::plain("1"), "latest");
+    // v2 proves itself only after a few seconds: time to kill the daemon mid-update.
+    let slow = Image::build(&format!("{}:slow", unique("src")))
+        .file("/version", "slow")
+        .healthcheck(
+            "test -f /ready",
+            Duration::from_millis(300),
+            40,
+            Duration::ZERO,
+        )
+        .cmd(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM INT; (sleep 4; touch /ready) & while :; do sleep 3600 & wait $!; done",
+        ])
+        .create();
+    let ctr = ContainerBuilder::new(&app.reference("latest"))
+        .label("wdtest.run", &run)
+        .env("KEEP", "me")
+        .restart("unless-stopped")
+        .run();
+    let _sweep = SweepContainers(ctr.name().to_string());
+    let only = format!("wdtest.run={run}");
+    let sets = [
+        ("server.token", "T"),
+        ("scan.interval", "1h"),
+        ("update.enabled", "false"),
+        ("policy.onlyLabels", only.as_str()),
+    ];
+    let mut serve = Serve::start(&sets);
+    serve.wait_container(ctr.name(), "UpToDate", Duration::from_secs(30), |v| {
+        v["status"] == "UpToDate"
+    });
+    let (slow_id, _) = app.push(slow, "latest");
+    let (status, v) = serve.call(
+        "POST",
+        &format!("/api/containers/{}/update", ctr.name()),
+        Some("T"),
+        None,
+    );
+    assert_eq!(status, 202, "{v}");
+    let parked_prefix = format!("{}-wd-old-", ctr.name());
+    wait_for(
+        "the old container parked and its replacement created",
+        Duration::from_secs(30),
+        || {
+            let parked = !fixtures::containers_named(&parked_prefix).is_empty();
+            let replaced = id_of(ctr.name()).is_some_and(|id| id != ctr.id());
+            (parked && replaced).then_some(())
+        },
+    );
+    serve.kill_hard();
+    assert!(
+        !fixtures::containers_named(&parked_prefix).is_empty(),
+        "the kill left an update half done"
+    );
+
+    let mut again = Serve::start(&sets);
+    let job = wait_for("the startup job to end", Duration::from_secs(90), || {
+        let j = again.job("scan");
+        (j["trigger"] == "startup" && j["lastEnd"].is_string()).then_some(j)
+    });
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", again.log());
+    // Finished (the replacement proved itself) or reverted: either way one container, running.
+    assert_eq!(
+        fixtures::containers_named(ctr.name()),
+        vec![ctr.name().to_string()],
+        "{}",
+        again.log()
+    );
+    assert!(running(ctr.name()), "{}", again.log());
+    let image = image_of(ctr.name()).unwrap_or_default();
+    assert!(
+        image == slow_id || image == v1_id,
+        "runs {image}, neither v1 nor v2"
+    );
+    let v = fixtures::inspect("container", ctr.name()).expect("inspect");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert!(
+        v["Config"]["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "KEEP=me")),
+        "{v}"
+    );
+    let status = again.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", again.log());
 }
