@@ -335,13 +335,8 @@ fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8
     let engine = engine(cfg)?;
     let scanner = std::sync::Arc::new(std::sync::OnceLock::new());
     let env = crate::daemon::JobEnv::new(cfg, engine.clone(), scanner, None);
-    let snapshot = crate::state::Snapshot::default();
     // A crash of an earlier run is mended before anything else is touched.
-    let startup = env.run(
-        &crate::daemon::Work::Startup { scan: false },
-        false,
-        &snapshot,
-    );
+    let startup = env.run(&crate::daemon::Work::Startup { scan: false }, false);
     if let Some(e) = startup.error {
         return Err(e.into());
     }
@@ -352,7 +347,6 @@ fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8
                 avoid: vec![],
             },
             true,
-            &snapshot,
         )
     } else {
         let d = crate::daemon::discover_now(&engine, true)?;
@@ -365,15 +359,7 @@ fn update(cfg: &Config, dry_run: bool, all: bool, names: &[String]) -> Result<u8
                 dry_run,
             })
             .collect();
-        let snap = crate::state::Snapshot {
-            containers: d
-                .containers
-                .iter()
-                .map(crate::state::ContainerView::unchecked)
-                .collect(),
-            ..Default::default()
-        };
-        env.run(&crate::daemon::Work::Update(reqs), true, &snap)
+        env.run(&crate::daemon::Work::Update(reqs), true)
     };
     if let Some(e) = &out.error {
         return Err(e.clone().into());

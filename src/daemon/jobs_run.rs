@@ -12,7 +12,6 @@ use crate::metrics::{Metrics, RegistryOutcome};
 use crate::model::{ContainerInfo, Status, UpdatePolicy};
 use crate::registry::{CredentialStore, RegistryClient};
 use crate::scanner::{CheckResult, ScanOptions, ScanSummary, Scanner};
-use crate::state::Snapshot;
 use crate::updater::{self, Outcome, UpdateRequest, Updater};
 use std::any::Any;
 use std::sync::atomic::AtomicBool;
@@ -224,7 +223,7 @@ impl JobEnv {
         Ok(Arc::clone(self.scanner.get_or_init(|| Arc::new(scanner))))
     }
 
-    pub fn run(&self, work: &Work, recovered: bool, snapshot: &Snapshot) -> JobOutput {
+    pub fn run(&self, work: &Work, recovered: bool) -> JobOutput {
         match work {
             Work::Startup { scan } => {
                 let mut out = JobOutput::default();
@@ -251,10 +250,15 @@ impl JobEnv {
             }
             Work::Scan { fresh } => self.scan(*fresh),
             Work::Batch { dry_run, avoid } => self.batch(*dry_run, avoid),
-            Work::Update(reqs) => {
-                let containers = snapshot_infos(snapshot);
-                self.updates(reqs, &containers)
-            }
+            // The engine's containers as they are now (stopped ones too: a request may name one),
+            // for names, ordering and recognising our own container.
+            Work::Update(reqs) => match discover_now(&self.engine, true) {
+                Ok(d) => self.updates(reqs, &d.containers),
+                Err(e) => JobOutput {
+                    error: Some(format!("update: {e}")),
+                    ..JobOutput::default()
+                },
+            },
             Work::Lifecycle { id, op } => self.lifecycle(id, *op),
         }
     }
@@ -618,30 +622,6 @@ pub(crate) fn build_scanner(
             containerd_store: info.uses_containerd_store(),
         },
     ))
-}
-
-/// The snapshot's containers as discovery saw them (enough for names and ordering).
-fn snapshot_infos(snapshot: &Snapshot) -> Vec<ContainerInfo> {
-    snapshot
-        .containers
-        .iter()
-        .map(|v| ContainerInfo {
-            id: v.id.clone(),
-            name: v.name.clone(),
-            image: v.image.clone(),
-            image_id: v.image_id.clone(),
-            repo_tags: v.repo_tags.clone(),
-            repo_digests: v.repo_digests.clone(),
-            labels: v.labels.clone(),
-            state: v.state.clone(),
-            running: v.running,
-            created: v.created.clone(),
-            compose_project: v.compose_project.clone(),
-            compose_service: v.compose_service.clone(),
-            platform: v.platform.clone(),
-            is_self: v.skip_reason.as_deref() == Some("self"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

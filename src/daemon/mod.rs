@@ -516,14 +516,13 @@ impl Daemon {
         let tx = self.done_tx.clone();
         let job_id = id.clone();
         let recovered = self.recovered;
-        let snapshot = self.state.snapshot();
         let spawned = thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
                 // A panic in a job is a failed job, not a dead daemon.
                 let started = Instant::now();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    env.run(&work, recovered, &snapshot)
+                    env.run(&work, recovered)
                 }));
                 let done = JobDone::from_result(job_id, result, started.elapsed());
                 let _ = tx.send(Event::Done(done));

@@ -491,6 +491,25 @@ impl Drop for SweepContainers {
     }
 }
 
+/// A v2 that becomes healthy only after about four seconds: an update of it stays in flight long
+/// enough to be interrupted.
+fn slow_to_prove() -> ImageGuard {
+    Image::build(&format!("{}:slow", unique("src")))
+        .file("/version", "slow")
+        .healthcheck(
+            "test -f /ready",
+            Duration::from_millis(300),
+            40,
+            Duration::ZERO,
+        )
+        .cmd(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM INT; (sleep 4; touch /ready) & while :; do sleep 3600 & wait $!; done",
+        ])
+        .create()
+}
+
 fn last_start(serve: &Serve) -> Option<String> {
     serve.job("scan")["lastStart"].as_str().map(str::to_string)
 }
@@ -803,20 +822,7 @@ fn daemon_sigterm_during_an_update_finishes_it_then_exits_0() {
     let run = unique("run");
     let mut app = App::new(&run);
     app.push_and_pull(App::plain("1"), "latest");
-    let slow = Image::build(&format!("{}:slow", unique("src")))
-        .file("/version", "slow")
-        .healthcheck(
-            "test -f /ready",
-            Duration::from_millis(300),
-            40,
-            Duration::ZERO,
-        )
-        .cmd(&[
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM INT; (sleep 4; touch /ready) & while :; do sleep 3600 & wait $!; done",
-        ])
-        .create();
+    let slow = slow_to_prove();
     let ctr = ContainerBuilder::new(&app.reference("latest"))
         .label("wdtest.run", &run)
         .run();
@@ -878,20 +884,7 @@ fn daemon_killed_during_an_update_is_mended_by_the_next_start() {
     let mut app = App::new(&run);
     let (v1_id, _) = app.push_and_pull(App::plain("1"), "latest");
     // v2 proves itself only after a few seconds: time to kill the daemon mid-update.
-    let slow = Image::build(&format!("{}:slow", unique("src")))
-        .file("/version", "slow")
-        .healthcheck(
-            "test -f /ready",
-            Duration::from_millis(300),
-            40,
-            Duration::ZERO,
-        )
-        .cmd(&[
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM INT; (sleep 4; touch /ready) & while :; do sleep 3600 & wait $!; done",
-        ])
-        .create();
+    let slow = slow_to_prove();
     let ctr = ContainerBuilder::new(&app.reference("latest"))
         .label("wdtest.run", &run)
         .env("KEEP", "me")
